@@ -1,0 +1,22 @@
+# videohook — every install step lives here so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PYTHONPATH := handler:.
+
+.PHONY: test lint unit serve demo bench reliability callback-url redrive clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt handler/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/cfn-lint template.yaml
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .aws-sam
