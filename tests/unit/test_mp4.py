@@ -1,0 +1,556 @@
+"""The streaming MP4 check: fixture verdicts, chunking independence, synthetic edge cases,
+robustness on garbage (hypothesis) and bounded memory on a huge mdat."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import struct
+import tracemalloc
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from videohook.errors import InvalidMp4
+from videohook.mp4 import LEAF_PREFIX_CAP, Mp4Checker, Mp4Info, check_file
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def run(chunks: Iterable[bytes | memoryview]) -> Mp4Info:
+    """Feed the chunks in order and finish: the way the transfer uses the checker."""
+    checker = Mp4Checker()
+    for chunk in chunks:
+        checker.feed(chunk)
+    return checker.finish()
+
+
+def split(data: bytes, size: int) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def verdict(data: bytes, chunk_size: int | None = None) -> Mp4Info | str:
+    """The info, or the InvalidMp4 reason, so verdicts can be compared with ==."""
+    try:
+        return run([data] if chunk_size is None else split(data, chunk_size))
+    except InvalidMp4 as exc:
+        return f"invalid: {exc.message}"
+
+
+def box(typ: bytes, payload: bytes = b"", *, size: int | None = None, large: bool = False) -> bytes:
+    """One box; `size` overrides the size field, `large` writes a 64-bit size (size field 1)."""
+    if large:
+        return struct.pack(">I4sQ", 1, typ, 16 + len(payload)) + payload
+    return struct.pack(">I4s", 8 + len(payload) if size is None else size, typ) + payload
+
+
+def full(typ: bytes, version: int, flags: int, body: bytes) -> bytes:
+    return box(typ, bytes([version]) + flags.to_bytes(3, "big") + body)
+
+
+def ftyp() -> bytes:
+    return box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41")
+
+
+def mvhd(timescale: int, duration: int, version: int = 0) -> bytes:
+    if version == 1:
+        return full(b"mvhd", 1, 0, struct.pack(">QQIQ", 0, 0, timescale, duration) + bytes(80))
+    return full(b"mvhd", 0, 0, struct.pack(">IIII", 0, 0, timescale, duration) + bytes(80))
+
+
+def tkhd(track_id: int, width: int, height: int) -> bytes:
+    body = struct.pack(">IIIII", 0, 0, track_id, 0, 0) + bytes(16) + bytes(36)
+    return full(b"tkhd", 0, 3, body + struct.pack(">II", width << 16, height << 16))
+
+
+def trak(track_id: int, handler: bytes, timescale: int, *, width: int = 0, height: int = 0) -> bytes:
+    mdhd = full(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, timescale, 0, 0, 0))
+    hdlr = full(b"hdlr", 0, 0, struct.pack(">I4s", 0, handler) + bytes(12) + b"Handler\0")
+    stbl = box(b"stbl", box(b"stsd", bytes(8)) + box(b"stts", bytes(8)))
+    minf = box(b"minf", box(b"dinf", box(b"dref", bytes(8))) + stbl)
+    return box(b"trak", tkhd(track_id, width, height) + box(b"mdia", mdhd + hdlr + minf))
+
+
+def moov(duration: int = 2000, *, extra: bytes = b"") -> bytes:
+    """A movie of 2 s (timescale 1000) with a 640x360 video track and an audio track."""
+    tracks = trak(1, b"soun", 44100) + trak(2, b"vide", 12800, width=640, height=360)
+    return box(b"moov", mvhd(1000, duration) + tracks + extra)
+
+
+def mdat(n: int = 100) -> bytes:
+    return box(b"mdat", bytes(range(256)) * (n // 256) + bytes(n % 256))
+
+
+def simple() -> bytes:
+    return ftyp() + moov() + mdat()
+
+
+def fragmented(*, with_mehd: bool = False) -> bytes:
+    """ftyp, moov (duration 0, mvex), three moof/mdat pairs, mfra: a compact fragmented file.
+
+    Video track 1, timescale 12800: fragment 1 uses the trex default duration (25 x 512 = 1 s),
+    fragment 2 the tfhd default (10 x 1280 = 1 s), fragment 3 per-sample durations
+    (4 x 1600 = 0.5 s): 2.5 s in all.
+    """
+    mvex = box(b"mvex", full(b"trex", 0, 0, struct.pack(">IIIII", 1, 1, 512, 0, 0)))
+    if with_mehd:
+        mvex = box(b"mvex", full(b"mehd", 0, 0, struct.pack(">I", 7000)) + mvex[8:])
+    head = ftyp() + box(b"moov", mvhd(1000, 0) + trak(1, b"vide", 12800, width=320, height=240) + mvex)
+
+    def fragment(seq: int, tfhd: bytes, trun: bytes) -> bytes:
+        mfhd = full(b"mfhd", 0, 0, struct.pack(">I", seq))
+        return box(b"moof", mfhd + box(b"traf", tfhd + trun)) + mdat(64)
+
+    frag1 = fragment(
+        1,
+        full(b"tfhd", 0, 0x020000, struct.pack(">I", 1)),
+        full(b"trun", 0, 0x201, struct.pack(">Ii", 25, 0) + struct.pack(">I", 10) * 25),
+    )
+    frag2 = fragment(
+        2,
+        full(b"tfhd", 0, 0x020008, struct.pack(">II", 1, 1280)),
+        full(b"trun", 0, 0x000, struct.pack(">I", 10)),
+    )
+    samples = b"".join(struct.pack(">IIi", 1600, 10, -5) for _ in range(4))
+    frag3 = fragment(
+        3,
+        full(b"tfhd", 0, 0x020000, struct.pack(">I", 1)),
+        full(b"trun", 1, 0xB05, struct.pack(">IiI", 4, 0, 0x2000000) + samples),
+    )
+    mfra = box(b"mfra", full(b"tfra", 1, 0, bytes(12)) + full(b"mfro", 0, 0, struct.pack(">I", 16 + 20)))
+    return head + frag1 + frag2 + frag3 + mfra
+
+
+def rejected(data: bytes, chunk_size: int | None = None) -> str:
+    """Feed and finish, expecting InvalidMp4; return its reason."""
+    with pytest.raises(InvalidMp4) as caught:
+        run([data] if chunk_size is None else split(data, chunk_size))
+    return caught.value.message
+
+
+def rejected_by_feed(data: bytes) -> str:
+    """Expect `feed` itself (not `finish`) to refuse the bytes: an early, streaming rejection."""
+    checker = Mp4Checker()
+    with pytest.raises(InvalidMp4) as caught:
+        checker.feed(data)
+    return caught.value.message
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+VALID_FIXTURES = [
+    ("faststart.mp4", 4.0, 320, 240),
+    ("moov_at_end.mp4", 3.0, 640, 360),
+    ("fragmented.mp4", 4.08, 320, 240),
+]
+INVALID_FIXTURES = [
+    ("truncated.mp4", "stream ends inside mdat"),
+    ("no_moov.mp4", "no moov"),
+    ("not_mp4.html", "not an MP4: first box is not ftyp"),
+]
+ALL_FIXTURES = [name for name, *_ in VALID_FIXTURES] + [name for name, _ in INVALID_FIXTURES]
+
+
+@pytest.mark.parametrize(("name", "duration", "width", "height"), VALID_FIXTURES)
+def test_valid_fixture_is_accepted_with_its_info(name: str, duration: float, width: int, height: int) -> None:
+    # GIVEN a real ffmpeg-made MP4 from tests/fixtures
+    path = FIXTURES / name
+    # WHEN the whole file is checked in 64 KiB chunks
+    info = check_file(path)
+    # THEN it is valid and the duration and video size are read from it
+    assert info.duration_seconds == pytest.approx(duration, abs=0.05)
+    assert (info.width, info.height) == (width, height)
+
+
+@pytest.mark.parametrize(("name", "reason"), INVALID_FIXTURES)
+def test_invalid_fixture_is_rejected_with_a_reason_in_words(name: str, reason: str) -> None:
+    # GIVEN a broken or foreign file from tests/fixtures
+    path = FIXTURES / name
+    # WHEN it is checked
+    with pytest.raises(InvalidMp4) as caught:
+        check_file(path)
+    # THEN the reason says what is wrong, and the error is the non-retryable invalid_mp4
+    assert reason in caught.value.message
+    assert caught.value.code == "invalid_mp4"
+    assert caught.value.retryable is False
+
+
+def test_html_error_page_is_refused_by_the_first_feed() -> None:
+    # GIVEN the expired-link HTML page a source sends instead of a video
+    data = (FIXTURES / "not_mp4.html").read_bytes()
+    # WHEN only its first 8 bytes are fed
+    reason = rejected_by_feed(data[:8])
+    # THEN the checker refuses at once, before the end of the stream
+    assert reason.startswith("not an MP4: first box is not ftyp")
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096, None])
+def test_chunk_size_does_not_change_the_verdict(name: str, chunk_size: int | None) -> None:
+    # GIVEN a fixture and its verdict when fed whole
+    data = (FIXTURES / name).read_bytes()
+    expected = verdict(data)
+    # WHEN it is fed in chunks of 1, 7 or 4096 bytes (None: whole)
+    got = verdict(data, chunk_size)
+    # THEN the verdict and the info are the same
+    assert got == expected
+
+
+def test_memoryview_chunks_are_accepted_and_bytes_are_counted() -> None:
+    # GIVEN a valid file as memoryview slices
+    data = (FIXTURES / "faststart.mp4").read_bytes()
+    view = memoryview(data)
+    checker = Mp4Checker()
+    # WHEN it is fed as views
+    for i in range(0, len(data), 1000):
+        checker.feed(view[i : i + 1000])
+    # THEN it is valid and every byte was counted
+    assert checker.finish().width == 320
+    assert checker.bytes_seen == len(data) == 58000
+
+
+# --- synthetic files ------------------------------------------------------------------------
+
+
+def test_synthetic_simple_file_reads_mvhd_duration_and_video_track_size() -> None:
+    # GIVEN ftyp, moov (2 s, audio track first, then a 640x360 video track), mdat
+    data = simple()
+    # WHEN checked
+    info = verdict(data)
+    # THEN the duration comes from mvhd and the size from the 'vide' track's tkhd
+    assert info == Mp4Info(duration_seconds=2.0, width=640, height=360)
+
+
+def test_mvhd_version_1_is_read() -> None:
+    # GIVEN a moov whose mvhd is version 1 (64-bit times)
+    data = ftyp() + box(b"moov", mvhd(90000, 90000 * 7, version=1)) + mdat()
+    # WHEN checked
+    info = verdict(data)
+    # THEN the 64-bit duration is used; there is no track so no size
+    assert info == Mp4Info(duration_seconds=7.0, width=None, height=None)
+
+
+def test_64_bit_mdat_size_is_accepted() -> None:
+    # GIVEN an mdat written with size field 1 and a 64-bit largesize
+    data = ftyp() + moov() + box(b"mdat", bytes(5000), large=True)
+    # WHEN checked in odd chunks
+    info = verdict(data, 7)
+    # THEN it is valid
+    assert isinstance(info, Mp4Info)
+    assert info.duration_seconds == 2.0
+
+
+def test_64_bit_size_smaller_than_its_header_is_rejected() -> None:
+    # GIVEN a box with size field 1 and a largesize of 12 (< 16-byte header)
+    data = ftyp() + struct.pack(">I4sQ", 1, b"mdat", 12) + bytes(100)
+    # WHEN fed
+    # THEN feed refuses it
+    assert "smaller than its 16-byte header" in rejected_by_feed(data)
+
+
+def test_last_box_with_size_0_runs_to_the_end() -> None:
+    # GIVEN a last mdat with size 0 (its payload runs to the end of the stream)
+    data = ftyp() + moov() + box(b"mdat", bytes(3000), size=0)
+    # WHEN checked, whole and byte by byte
+    # THEN it is valid both ways
+    assert verdict(data) == verdict(data, 1) == Mp4Info(2.0, 640, 360)
+
+
+def test_size_0_box_swallows_what_follows() -> None:
+    # GIVEN an mdat with size 0 that is not really last: moov follows it
+    data = ftyp() + box(b"mdat", bytes(3000), size=0) + moov()
+    # WHEN checked
+    reason = rejected(data)
+    # THEN the moov is part of the mdat's payload, so there is no moov
+    assert "no moov" in reason
+
+
+def test_empty_mdat_with_size_0_is_no_media() -> None:
+    # GIVEN a last mdat with size 0 and nothing after its header
+    data = ftyp() + moov() + box(b"mdat", size=0)
+    # WHEN checked
+    # THEN there is no media data
+    assert "no media data" in rejected(data)
+
+
+def test_moov_after_mdat_is_valid() -> None:
+    # GIVEN the non-faststart layout: ftyp, free, mdat, moov
+    data = ftyp() + box(b"free") + mdat(10_000) + moov(4500)
+    # WHEN checked
+    info = verdict(data, 4096)
+    # THEN it is valid and reads the moov that came last
+    assert info == Mp4Info(duration_seconds=4.5, width=640, height=360)
+
+
+def test_child_box_overrunning_its_parent_is_rejected_while_streaming() -> None:
+    # GIVEN a moov whose mvhd declares more bytes than the moov holds
+    good_mvhd = mvhd(1000, 2000)
+    bad_mvhd = struct.pack(">I", len(good_mvhd) + 50) + good_mvhd[4:]
+    data = ftyp() + box(b"moov", bad_mvhd) + mdat()
+    # WHEN fed
+    reason = rejected_by_feed(data)
+    # THEN the overrun is named
+    assert "moov/mvhd" in reason
+    assert "overruns its parent moov" in reason
+
+
+@pytest.mark.parametrize("size", [2, 7])
+def test_size_below_8_is_rejected(size: int) -> None:
+    # GIVEN a box whose size field is below its own 8-byte header (and not 0 or 1)
+    data = ftyp() + box(b"free", size=size) + moov() + mdat()
+    # WHEN fed
+    # THEN it is refused
+    assert "smaller than its 8-byte header" in rejected_by_feed(data)
+
+
+def test_non_printable_box_type_is_rejected() -> None:
+    # GIVEN a box whose type is binary junk
+    data = ftyp() + struct.pack(">I4s", 16, b"\x00\x01\xff\x02") + bytes(8)
+    # WHEN fed
+    # THEN it is refused as soon as the header is read
+    assert "not four printable characters" in rejected_by_feed(data)
+
+
+@pytest.mark.parametrize(
+    ("garbage", "expected"),
+    [
+        (b"junk", "4 stray bytes after the last box"),
+        (b"\x00\x00\x10\x00free....", "truncated: stream ends inside free"),
+        (b"\x00\x00\x00\x10\xde\xad\xbe\xef" + bytes(8), "not four printable characters"),
+    ],
+)
+def test_trailing_garbage_after_the_last_box_is_rejected(garbage: bytes, expected: str) -> None:
+    # GIVEN a valid file followed by bytes that are not a complete box
+    data = simple() + garbage
+    # WHEN checked
+    reason = rejected(data)
+    # THEN the stream is refused and the reason says why
+    assert expected in reason
+
+
+def test_stray_bytes_at_the_end_of_a_container_are_rejected() -> None:
+    # GIVEN a moov that ends with 3 bytes that cannot hold a child box
+    data = ftyp() + box(b"moov", mvhd(1000, 2000) + b"xyz") + mdat()
+    # WHEN fed
+    # THEN it is refused
+    assert "3 stray bytes at the end of moov" in rejected_by_feed(data)
+
+
+def test_stream_ending_inside_moov_is_truncated() -> None:
+    # GIVEN a faststart-like file cut inside its moov
+    data = simple()
+    cut = data[: len(ftyp()) + 300]
+    # WHEN checked
+    reason = rejected(cut)
+    # THEN the reason names the box the stream ended in
+    assert reason.startswith("truncated: stream ends inside moov/trak")
+    assert "moov at byte 32 declares" in reason
+
+
+def test_every_proper_prefix_of_a_valid_file_is_rejected() -> None:
+    # GIVEN a valid file whose last box is its mdat
+    data = simple()
+    # WHEN any proper prefix of it is checked
+    # THEN every one is refused (never accepted, never another exception)
+    for end in range(len(data)):
+        with pytest.raises(InvalidMp4):
+            run([data[:end]])
+
+
+def test_empty_stream_is_rejected() -> None:
+    # GIVEN no bytes at all
+    # WHEN finished at once (also after an empty chunk)
+    # THEN it is refused as empty
+    assert "empty stream" in rejected(b"")
+    assert "empty stream" in rejected(b"", 1)
+
+
+def test_a_few_bytes_of_ftyp_are_too_short() -> None:
+    # GIVEN 5 bytes, not even a box header
+    # WHEN checked
+    # THEN refused as too short to be an MP4
+    assert "not an MP4" in rejected(ftyp()[:5])
+
+
+def test_stream_of_only_ftyp_is_rejected() -> None:
+    # GIVEN a complete ftyp and nothing else
+    # WHEN checked
+    # THEN the moov is missing
+    assert "no moov" in rejected(ftyp())
+
+
+def test_moov_without_media_is_rejected() -> None:
+    # GIVEN ftyp and moov and an empty mdat
+    data = ftyp() + moov() + box(b"mdat")
+    # WHEN checked
+    # THEN there is no media data
+    assert "no media data" in rejected(data)
+
+
+def test_mdat_nested_below_top_level_does_not_count_as_media() -> None:
+    # GIVEN an mdat hidden inside a free box, and none at top level
+    data = ftyp() + moov() + box(b"free", mdat(100))
+    # WHEN checked
+    # THEN there is no media data
+    assert "no media data" in rejected(data)
+
+
+def test_two_moov_boxes_are_rejected() -> None:
+    # GIVEN a file with two moov boxes
+    data = ftyp() + moov() + mdat() + moov()
+    # WHEN fed
+    # THEN the second moov is refused
+    assert "second moov" in rejected_by_feed(data)
+
+
+def test_too_short_mvhd_is_rejected() -> None:
+    # GIVEN an mvhd with only 10 bytes of content
+    data = ftyp() + box(b"moov", full(b"mvhd", 0, 0, bytes(6))) + mdat()
+    # WHEN fed
+    # THEN it is refused as too short
+    assert "moov/mvhd box is too short" in rejected_by_feed(data)
+
+
+def test_fragmented_duration_is_summed_from_fragments() -> None:
+    # GIVEN a fragmented file with mvhd duration 0, no mehd, and sample durations given by
+    # trex defaults, tfhd defaults and per-sample trun entries
+    data = fragmented()
+    # WHEN checked whole and byte by byte
+    info = verdict(data)
+    # THEN the duration is the track's summed sample durations over its mdhd timescale
+    assert info == Mp4Info(duration_seconds=2.5, width=320, height=240)
+    assert verdict(data, 1) == info
+
+
+def test_fragmented_duration_prefers_mehd() -> None:
+    # GIVEN a fragmented file whose mvex has a mehd of 7 s (mvhd timescale 1000)
+    data = fragmented(with_mehd=True)
+    # WHEN checked
+    # THEN mehd gives the duration
+    assert verdict(data) == Mp4Info(duration_seconds=7.0, width=320, height=240)
+
+
+def test_trun_declaring_more_samples_than_it_holds_is_rejected() -> None:
+    # GIVEN a trun claiming 1000 samples of 8 bytes in a 20-byte box
+    trun = full(b"trun", 0, 0x300, struct.pack(">I", 1000) + bytes(8))
+    moof = box(b"moof", box(b"traf", full(b"tfhd", 0, 0, struct.pack(">I", 1)) + trun))
+    data = ftyp() + moov() + moof + mdat()
+    # WHEN fed
+    # THEN it is refused
+    assert "declares 1000 samples" in rejected_by_feed(data)
+
+
+def test_error_is_sticky() -> None:
+    # GIVEN a checker that has refused a stream
+    checker = Mp4Checker()
+    with pytest.raises(InvalidMp4):
+        checker.feed(b"<!DOCTYPE html>")
+    # WHEN it is fed again or finished
+    # THEN it keeps raising the same reason
+    with pytest.raises(InvalidMp4, match="first box is not ftyp"):
+        checker.feed(b"more")
+    with pytest.raises(InvalidMp4, match="first box is not ftyp"):
+        checker.finish()
+
+
+# --- robustness -----------------------------------------------------------------------------
+
+ROBUST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check_only_invalid_mp4_escapes(data: bytes, chunk_size: int) -> None:
+    with contextlib.suppress(InvalidMp4):
+        run(split(data, chunk_size))
+
+
+@ROBUST
+@given(data=st.binary(max_size=2000), chunk_size=st.integers(1, 64))
+def test_random_bytes_raise_only_invalid_mp4(data: bytes, chunk_size: int) -> None:
+    # GIVEN any bytes, fed in any chunk size
+    # WHEN checked
+    # THEN the only possible exception is InvalidMp4 (no IndexError, struct.error...)
+    check_only_invalid_mp4_escapes(data, chunk_size)
+
+
+@ROBUST
+@given(body=st.binary(max_size=2000), chunk_size=st.integers(1, 64))
+def test_random_bytes_after_ftyp_raise_only_invalid_mp4(body: bytes, chunk_size: int) -> None:
+    # GIVEN a real ftyp followed by any bytes (so the parser gets past the first check)
+    # WHEN checked
+    # THEN the only possible exception is InvalidMp4
+    check_only_invalid_mp4_escapes(ftyp() + body, chunk_size)
+
+
+SEEDS = {
+    "simple": simple(),
+    "fragmented": fragmented(),
+    "faststart_head": (FIXTURES / "faststart.mp4").read_bytes()[:4718] + box(b"mdat", bytes(64)),
+}
+
+
+@ROBUST
+@given(
+    seed=st.sampled_from(sorted(SEEDS)),
+    mutations=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=8),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+    chunk_size=st.sampled_from([1, 3, 8, 13, 4096]),
+)
+def test_mutated_valid_files_raise_only_invalid_mp4(
+    seed: str, mutations: list[tuple[float, int]], cut: float | None, chunk_size: int
+) -> None:
+    # GIVEN a valid file with random bytes overwritten and perhaps cut short
+    data = bytearray(SEEDS[seed])
+    for where, value in mutations:
+        data[int(where * len(data))] = value
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    # WHEN checked
+    # THEN the result is a verdict: info or InvalidMp4, nothing else
+    check_only_invalid_mp4_escapes(bytes(data), chunk_size)
+
+
+@ROBUST
+@given(cuts=st.lists(st.integers(0, len(SEEDS["fragmented"])), max_size=20))
+def test_any_split_of_a_valid_file_gives_the_same_info(cuts: list[int]) -> None:
+    # GIVEN a valid fragmented file split at arbitrary points
+    data = SEEDS["fragmented"]
+    points = [0, *sorted(cuts), len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
+    # WHEN fed chunk by chunk
+    # THEN the info is the same as fed whole
+    assert run(chunks) == verdict(data)
+
+
+# --- bounded memory -------------------------------------------------------------------------
+
+
+def test_huge_mdat_keeps_memory_bounded() -> None:
+    # GIVEN a 200 MB mdat generated chunk by chunk (one reused 1 MiB block, never the whole file)
+    mib = 1024 * 1024
+    block = bytes(mib)
+    total = 200 * mib
+    checker = Mp4Checker()
+    checker.feed(ftyp() + moov())
+    tracemalloc.start()
+    try:
+        checker.feed(struct.pack(">I4sQ", 1, b"mdat", 16 + total))
+        largest_buffer = 0
+        for _ in range(total // mib):
+            # WHEN each block is fed
+            checker.feed(block)
+            largest_buffer = max(largest_buffer, checker.buffered_bytes)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    info = checker.finish()
+    # THEN the stream is valid, the internal buffers stayed tiny and Python allocated < 1 MiB
+    assert info.duration_seconds == 2.0
+    assert largest_buffer <= LEAF_PREFIX_CAP
+    assert peak < mib
+    assert checker.bytes_seen == len(ftyp() + moov()) + 16 + total
