@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from videohook.errors import InvalidMp4
 from videohook.mp4 import LEAF_PREFIX_CAP, Mp4Checker, Mp4Info, check_file
 
