@@ -204,8 +204,10 @@ class ProviderClient:
         data = self._call("POST", "/api/v1/mp4/generate", what=what, json_body=body)
         accepted = _text(data.get("taskId")) if isinstance(data, dict) else None
         if accepted is None:
-            logger.warning("provider generate answered 200 without data.taskId; using the id sent",
-                           extra={"task_id": task_id})
+            logger.warning(
+                "provider generate answered 200 without data.taskId; using the id sent",
+                extra={"task_id": task_id},
+            )
             return task_id
         return accepted
 
@@ -256,8 +258,12 @@ class ProviderClient:
                 raw = self._read(response, started, what)
         except requests.Timeout as exc:
             raise ProviderError(f"provider {what} timed out ({type(exc).__name__})", retryable=True) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader) as exc:
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidHeader,
+        ) as exc:
             # Configuration (a bad base URL or key), which no retry will fix.
             raise ProviderError(f"provider {what} could not be sent ({type(exc).__name__})") from exc
         except requests.RequestException as exc:
@@ -269,8 +275,10 @@ class ProviderClient:
         elapsed_ms = round((time.monotonic() - started) * 1000)
         body = _decode(raw)
         code, msg, data = self._interpret(status, body)
-        logger.debug("provider answered", extra={"call": what, "http_status": status, "provider_code": code,
-                                                  "elapsed_ms": elapsed_ms})
+        logger.debug(
+            "provider answered",
+            extra={"call": what, "http_status": status, "provider_code": code, "elapsed_ms": elapsed_ms},
+        )
         if code is None:
             raise ProviderError(
                 f"provider {what} answered HTTP {status} with {_describe(body)}", retryable=True

@@ -178,8 +178,14 @@ class FakeProvider:
 
     @staticmethod
     def pending() -> dict[str, Any]:
-        return {"successFlag": "PENDING", "response": None, "errorCode": None, "errorMessage": None,
-                "createTime": _time(CREATE_TIME, "ms"), "completeTime": None}
+        return {
+            "successFlag": "PENDING",
+            "response": None,
+            "errorCode": None,
+            "errorMessage": None,
+            "createTime": _time(CREATE_TIME, "ms"),
+            "completeTime": None,
+        }
 
     @staticmethod
     def success(
@@ -215,10 +221,19 @@ class FakeProvider:
         return data
 
     @staticmethod
-    def failed(flag: str = "GENERATE_MP4_FAILED", code: int | None = 400, msg: str = "generation failed",
-               ) -> dict[str, Any]:
-        return {"successFlag": flag, "response": None, "errorCode": code, "errorMessage": msg,
-                "createTime": _time(CREATE_TIME, "ms"), "completeTime": _time(COMPLETE_TIME, "ms")}
+    def failed(
+        flag: str = "GENERATE_MP4_FAILED",
+        code: int | None = 400,
+        msg: str = "generation failed",
+    ) -> dict[str, Any]:
+        return {
+            "successFlag": flag,
+            "response": None,
+            "errorCode": code,
+            "errorMessage": msg,
+            "createTime": _time(CREATE_TIME, "ms"),
+            "completeTime": _time(COMPLETE_TIME, "ms"),
+        }
 
     @staticmethod
     def error(http_status: int, code: int | None = None, msg: str = "error") -> ErrorAnswer:

@@ -16,10 +16,10 @@ import pytest
 import requests
 from hypothesis import given
 from hypothesis import strategies as st
-from videohook.errors import ConfigError, ProviderError
-from videohook.provider import RETRYABLE_CODES, ProviderClient, RecordInfo, SuccessFlag, parse_time
 
 from tests.fakes.provider_server import COMPLETE_TIME, CREATE_TIME, FakeProvider
+from videohook.errors import ConfigError, ProviderError
+from videohook.provider import RETRYABLE_CODES, ProviderClient, RecordInfo, SuccessFlag, parse_time
 
 KEY = "sk-live-0123456789abcdef0123456789abcdef"
 VIDEO = "https://cdn.example.com/videos/video_847715e66259.mp4"
@@ -74,11 +74,21 @@ def test_generate_sends_exactly_the_documented_body_and_returns_the_task_id(
 def test_generate_adds_branding_only_when_given(fake: FakeProvider, client: ProviderClient) -> None:
     # GIVEN branding for the video
     # WHEN it is submitted
-    client.generate(task_id="t1", audio_id="a1", callback_url=CALLBACK, author="Suno Artist",
-                    domain_name="music.example.com")
+    client.generate(
+        task_id="t1",
+        audio_id="a1",
+        callback_url=CALLBACK,
+        author="Suno Artist",
+        domain_name="music.example.com",
+    )
     # THEN the optional fields use the provider's names
-    assert fake.requests[0].body == {"taskId": "t1", "audioId": "a1", "callBackUrl": CALLBACK,
-                                     "author": "Suno Artist", "domainName": "music.example.com"}
+    assert fake.requests[0].body == {
+        "taskId": "t1",
+        "audioId": "a1",
+        "callBackUrl": CALLBACK,
+        "author": "Suno Artist",
+        "domainName": "music.example.com",
+    }
 
 
 def test_generate_returns_the_provider_task_id_even_when_it_differs(
@@ -129,9 +139,16 @@ def test_record_info_reads_the_epoch_ms_brand(fake: FakeProvider, client: Provid
     # WHEN it is polled
     info = client.record_info("t1")
     # THEN every field is read, times in UTC, audioId preferred over musicId
-    assert info == RecordInfo(task_id="t1", success_flag="SUCCESS", video_url=VIDEO, audio_id="e231",
-                              error_code=None, error_message=None, create_time=CREATE_TIME,
-                              complete_time=COMPLETE_TIME)
+    assert info == RecordInfo(
+        task_id="t1",
+        success_flag="SUCCESS",
+        video_url=VIDEO,
+        audio_id="e231",
+        error_code=None,
+        error_message=None,
+        create_time=CREATE_TIME,
+        complete_time=COMPLETE_TIME,
+    )
     assert info.success_flag is SuccessFlag.SUCCESS
     assert info.video_ready and not info.is_failed
     # AND the poll was a GET with the task in the query and the bearer key
@@ -165,9 +182,21 @@ def test_record_info_reads_numeric_string_times(fake: FakeProvider, client: Prov
 
 def test_record_info_tolerates_missing_and_null_fields(fake: FakeProvider, client: ProviderClient) -> None:
     # GIVEN a data object with almost nothing in it: null response, empty strings, garbage times
-    fake.script("t1", [{"successFlag": "CALLBACK_EXCEPTION", "response": None, "audioId": "",
-                        "musicId": None, "createTime": "yesterday", "completeTime": None,
-                        "errorCode": "abc", "errorMessage": None}])
+    fake.script(
+        "t1",
+        [
+            {
+                "successFlag": "CALLBACK_EXCEPTION",
+                "response": None,
+                "audioId": "",
+                "musicId": None,
+                "createTime": "yesterday",
+                "completeTime": None,
+                "errorCode": "abc",
+                "errorMessage": None,
+            }
+        ],
+    )
     fake.script("t2", [{"taskId": None}])
     fake.script("t3", [{"successFlag": "SUCCESS", "response": {"videoUrl": ""}}])
     # WHEN they are polled
@@ -226,18 +255,35 @@ def test_script_answers_are_consumed_in_order_and_the_last_repeats(
     [
         (FakeProvider.pending(), SuccessFlag.PENDING, False, False),
         (FakeProvider.success(VIDEO), SuccessFlag.SUCCESS, False, True),
-        (FakeProvider.failed("CREATE_TASK_FAILED", 451, "audio not downloadable"),
-         SuccessFlag.CREATE_TASK_FAILED, True, False),
-        (FakeProvider.failed("GENERATE_MP4_FAILED", 500, "render crashed"),
-         SuccessFlag.GENERATE_MP4_FAILED, True, False),
+        (
+            FakeProvider.failed("CREATE_TASK_FAILED", 451, "audio not downloadable"),
+            SuccessFlag.CREATE_TASK_FAILED,
+            True,
+            False,
+        ),
+        (
+            FakeProvider.failed("GENERATE_MP4_FAILED", 500, "render crashed"),
+            SuccessFlag.GENERATE_MP4_FAILED,
+            True,
+            False,
+        ),
         (FakeProvider.callback_exception(VIDEO), SuccessFlag.CALLBACK_EXCEPTION, False, True),
         (FakeProvider.callback_exception(None), SuccessFlag.CALLBACK_EXCEPTION, False, False),
         ({"successFlag": "success", "response": {"videoUrl": VIDEO}}, SuccessFlag.SUCCESS, False, True),
         ({"successFlag": "QUEUED_FOR_GPU"}, "QUEUED_FOR_GPU", False, False),
         ({"successFlag": None}, SuccessFlag.PENDING, False, False),
     ],
-    ids=["pending", "success", "create-failed", "mp4-failed", "callback-exception-with-url",
-         "callback-exception-without-url", "lower-case", "unknown-kept-verbatim", "null"],
+    ids=[
+        "pending",
+        "success",
+        "create-failed",
+        "mp4-failed",
+        "callback-exception-with-url",
+        "callback-exception-without-url",
+        "lower-case",
+        "unknown-kept-verbatim",
+        "null",
+    ],
 )
 def test_each_success_flag(
     fake: FakeProvider, client: ProviderClient, data: dict, flag: str, failed: bool, ready: bool
@@ -267,11 +313,23 @@ def test_failure_details_are_kept(fake: FakeProvider, client: ProviderClient) ->
 @pytest.mark.parametrize(
     ("http_status", "code", "retryable"),
     [
-        (405, 405, True), (429, 429, True), (430, 430, True), (455, 455, True),
-        (500, 500, True), (503, 503, True),
-        (400, 400, False), (404, 404, False), (413, 413, False), (451, 451, False), (418, 418, False),
+        (405, 405, True),
+        (429, 429, True),
+        (430, 430, True),
+        (455, 455, True),
+        (500, 500, True),
+        (503, 503, True),
+        (400, 400, False),
+        (404, 404, False),
+        (413, 413, False),
+        (451, 451, False),
+        (418, 418, False),
         # the body's code wins over the HTTP status
-        (200, 430, True), (200, 455, True), (200, 503, True), (200, 400, False), (500, 413, False),
+        (200, 430, True),
+        (200, 455, True),
+        (200, 503, True),
+        (200, 400, False),
+        (500, 413, False),
     ],
 )
 def test_error_codes_are_classified(

@@ -1,0 +1,107 @@
+"""Lambda entry point of the HTTP API: the provider's callback and the task routes.
+
+A thin adapter: it turns API Gateway events into calls on the core and maps the core's
+exceptions to answers in one place (`answer_error`).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from videohook.callbacks import CallbackReceiver, CallbackRequest
+from videohook.errors import VideohookError
+from videohook.lookup import task_view
+from videohook.services import services
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayRestResolver()
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def _body_bytes() -> bytes:
+    event = app.current_event
+    raw = event.body or ""
+    if event.is_base64_encoded:
+        try:
+            return base64.b64decode(raw, validate=True)
+        except ValueError:
+            return raw.encode()
+    return raw.encode()
+
+
+def _count_callback(outcome: str) -> None:
+    metrics.add_metric(name=f"Callbacks{outcome}", unit=MetricUnit.Count, value=1)
+
+
+@app.exception_handler(VideohookError)
+def answer_error(error: VideohookError) -> Response:
+    """The one place where core errors become HTTP answers (no trace, no secret)."""
+    level = logger.error if error.status >= 500 else logger.info
+    level(
+        "request refused", extra={"error_code": error.code, "status": error.status, "reason": error.message}
+    )
+    if app.current_event.path.endswith("/callbacks"):
+        _count_callback("Refused" if error.status < 500 else "Faulted")
+    message = error.message if error.status < 500 else "the request could not be completed, retry later"
+    return _json(error.status, {"error": error.code, "message": message})
+
+
+@app.exception_handler(Exception)
+def answer_crash(error: Exception) -> Response:
+    logger.exception("unexpected error")
+    return _json(
+        500, {"error": "internal_error", "message": "the request could not be completed, retry later"}
+    )
+
+
+@app.post("/callbacks")
+@tracer.capture_method
+def receive_callback() -> Response:
+    event = app.current_event
+    query = event.query_string_parameters or {}
+    request = CallbackRequest(
+        body=_body_bytes(),
+        content_type=event.headers.get("content-type"),
+        headers=event.headers or {},
+        token=query.get("token"),
+    )
+    svc = services()
+    callback, outcome = CallbackReceiver(svc.settings, svc.store, svc.queue).receive(request)
+    _count_callback("Queued" if outcome.queue_transfer else "Accepted")
+    logger.info(
+        "callback recorded",
+        extra={
+            "code": callback.code,
+            "status": outcome.record.get("status"),
+            "queued": outcome.queue_transfer,
+        },
+    )
+    return _json(200, {"status": "received", "task_id": callback.task_id})
+
+
+@app.get("/tasks/<task_id>")
+@tracer.capture_method
+def get_task(task_id: str) -> Response:
+    logger.append_keys(task_id=task_id)
+    svc = services()
+    return _json(200, task_view(svc.store, svc.s3, task_id))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(task_id="-")
+    return app.resolve(event, context)

@@ -1,0 +1,38 @@
+"""AWS clients, made once per container and shared by every invocation.
+
+Timeouts are short and retries few: the ingest function must answer the provider within
+its 15 s wait, and a fault answered with 500 is retried by the provider anyway.
+`AWS_ENDPOINT_URL` (honoured by boto3 itself) points them at the local stack.
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+CLIENT_CONFIG = Config(
+    connect_timeout=3,
+    read_timeout=10,
+    retries={"max_attempts": 3, "mode": "standard"},
+    s3={"addressing_style": "path"},
+    signature_version="s3v4",
+)
+
+
+@lru_cache(maxsize=1)
+def _session() -> boto3.session.Session:
+    """One session per container: its loader caches the service models clients are built from."""
+    return boto3.session.Session()
+
+
+@cache
+def client(service: str) -> Any:
+    return _session().client(service, config=CLIENT_CONFIG)
+
+
+def reset() -> None:
+    """Forget every client (tests switch between mocked and real endpoints)."""
+    client.cache_clear()

@@ -1,0 +1,26 @@
+"""`GET /tasks/{task_id}`: the record, plus a short-lived download link once stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from videohook.errors import NotFound
+from videohook.models import TaskStatus, check_task_id
+from videohook.store import TaskStore, public_record
+
+DOWNLOAD_URL_SECONDS = 15 * 60
+
+
+def task_view(store: TaskStore, s3: Any, task_id: str) -> dict[str, Any]:
+    item = store.get(check_task_id(task_id))
+    if item is None:
+        raise NotFound("no task with this id", code="task_not_found")
+    record = public_record(item)
+    if record.get("status") == TaskStatus.STORED:
+        params = {"Bucket": record["s3_bucket"], "Key": record["s3_key"]}
+        if record.get("s3_version_id"):
+            params["VersionId"] = record["s3_version_id"]
+        record["download_url"] = s3.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=DOWNLOAD_URL_SECONDS
+        )
+    return record

@@ -1,0 +1,105 @@
+"""The shapes videohook trades in: the provider's callback, task states, queue messages.
+
+Parsing lives here so that the HTTP layer and the reconcile job accept exactly the same
+things; every refusal is a BadRequest with a machine code the provider's logs can show.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from videohook.errors import BadRequest
+from videohook.source import SourcePolicy, check_url
+
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+MAX_CALLBACK_BYTES = 64 * 1024
+MAX_MSG_CHARS = 1000
+SUCCESS_CODE = 200
+
+
+class TaskStatus(StrEnum):
+    SUBMITTED = "SUBMITTED"
+    RECEIVED = "RECEIVED"
+    TRANSFERRING = "TRANSFERRING"
+    STORED = "STORED"
+    GENERATION_FAILED = "GENERATION_FAILED"
+    TRANSFER_FAILED = "TRANSFER_FAILED"
+
+
+def check_task_id(value: Any) -> str:
+    """A task id is used in S3 keys and log lines, so only a safe alphabet is accepted."""
+    if not isinstance(value, str) or not TASK_ID_PATTERN.fullmatch(value):
+        raise BadRequest("task_id must be 1-128 letters, digits, '_', '.' or '-'", code="invalid_task_id")
+    return value
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One provider callback, validated."""
+
+    code: int
+    msg: str
+    task_id: str
+    video_url: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.code == SUCCESS_CODE
+
+
+def parse_json_object(body: bytes | str) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_shape")
+    return document
+
+
+def parse_callback(body: bytes | str, policy: SourcePolicy) -> Callback:
+    """Validate a callback body as SPEC.md says; unknown extra fields are ignored."""
+    document = parse_json_object(body)
+    code = document.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise BadRequest("code must be an integer", code="invalid_code")
+    msg = document.get("msg")
+    if msg is None:
+        msg = ""
+    if not isinstance(msg, str):
+        raise BadRequest("msg must be a string", code="invalid_msg")
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise BadRequest("data must be an object", code="invalid_shape")
+    task_id = check_task_id(data.get("task_id"))
+    video_url = data.get("video_url")
+    if code == SUCCESS_CODE:
+        if not isinstance(video_url, str) or not video_url:
+            raise BadRequest("a success callback needs data.video_url", code="missing_video_url")
+        check_url(video_url, policy)
+    elif video_url in (None, ""):
+        video_url = None
+    elif not isinstance(video_url, str):
+        raise BadRequest("data.video_url must be a string", code="invalid_video_url")
+    else:
+        video_url = None  # a failure callback's URL is never fetched, so it is not kept
+    return Callback(code=code, msg=msg[:MAX_MSG_CHARS], task_id=task_id, video_url=video_url)
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """The body of a transfer message on SQS: which task to copy (the record has the rest)."""
+
+    task_id: str
+
+    def to_json(self) -> str:
+        return json.dumps({"task_id": self.task_id})
+
+    @classmethod
+    def from_json(cls, body: str) -> TransferRequest:
+        document = parse_json_object(body)
+        return cls(task_id=check_task_id(document.get("task_id")))

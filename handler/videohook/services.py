@@ -1,0 +1,53 @@
+"""The objects one container builds once and every invocation reuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from videohook import aws, config
+from videohook.config import Settings, get_settings
+from videohook.errors import ConfigError
+from videohook.queue import TransferQueue
+from videohook.store import TaskStore
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: TaskStore
+    queue: TransferQueue
+    s3: Any
+
+
+@lru_cache(maxsize=1)
+def services() -> Services:
+    """Build once per container; a bad configuration fails here with one line naming it."""
+    try:
+        settings = get_settings()
+    except ConfigError as error:
+        logger.error(f"bad configuration: {error.message}")
+        raise
+    if not settings.authenticates_callbacks:
+        logger.warning(
+            "NO CALLBACK AUTHENTICATION: neither a callback token nor an HMAC key is configured; "
+            "anyone who can reach /callbacks is believed (local development only)"
+        )
+    return Services(
+        settings=settings,
+        store=TaskStore(settings.tasks_table, aws.client("dynamodb")),
+        queue=TransferQueue(settings.transfer_queue_url, aws.client("sqs")),
+        s3=aws.client("s3"),
+    )
+
+
+def reset() -> None:
+    """Forget settings, clients and services (tests change the environment between cases)."""
+    services.cache_clear()
+    config.reset()
+    aws.reset()

@@ -1,0 +1,355 @@
+"""The task table: every state change is a conditional DynamoDB write.
+
+Callbacks arrive duplicated and interleaved, and transfer messages are delivered at least
+once, so no decision here is taken on a value read earlier without checking, at write time,
+that the item has not moved since. State-changing writes carry a `revision` condition
+(optimistic concurrency, retried a few times); the transfer worker's ownership is a lease
+(`lease_owner` + `lease_expires`) taken and renewed by conditional updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from videohook.errors import AwsFault, LeaseLost
+from videohook.models import Callback, TaskStatus
+
+# Attributes that steer the machinery and are not part of the public record.
+INTERNAL_FIELDS = frozenset(
+    {"revision", "lease_owner", "lease_expires", "transfer_queued", "poll_partition", "poll_due"}
+)
+# The sparse index reconcile reads: only tasks waiting for the provider carry its keys.
+POLL_INDEX = "poll-due"
+POLL_PARTITION = "due"
+OPTIMISTIC_RETRIES = 8
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def iso_now(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; the record is served as JSON."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def public_record(item: dict[str, Any]) -> dict[str, Any]:
+    """The task record as users see it: the fields of SPEC.md, without the machinery."""
+    return {k: v for k, v in sorted(item.items()) if k not in INTERNAL_FIELDS}
+
+
+@dataclass
+class Update:
+    """One UpdateItem, built up field by field so every write says exactly what it changes."""
+
+    sets: dict[str, Any] = field(default_factory=dict)
+    adds: dict[str, int] = field(default_factory=dict)
+    removes: set[str] = field(default_factory=set)
+
+    def expression(self) -> tuple[str, dict[str, str], dict[str, Any]]:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        parts = []
+        if self.sets:
+            clauses = []
+            for i, (name, value) in enumerate(self.sets.items()):
+                names[f"#s{i}"] = name
+                values[f":s{i}"] = value
+                clauses.append(f"#s{i} = :s{i}")
+            parts.append("SET " + ", ".join(clauses))
+        if self.adds:
+            clauses = []
+            for i, (name, value) in enumerate(self.adds.items()):
+                names[f"#a{i}"] = name
+                values[f":a{i}"] = value
+                clauses.append(f"#a{i} :a{i}")
+            parts.append("ADD " + ", ".join(clauses))
+        removes = sorted(self.removes - set(self.sets))
+        if removes:
+            for i, name in enumerate(removes):
+                names[f"#r{i}"] = name
+            parts.append("REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes))))
+        return " ".join(parts), names, values
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What a callback did to its task, and whether a transfer must be queued for it."""
+
+    record: dict[str, Any]
+    queue_transfer: bool
+    suspicious: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    bucket: str
+    key: str
+    version_id: str | None
+    sha256: str
+    size: int
+    duration_seconds: float | None
+    width: int | None
+    height: int | None
+
+
+def plan_callback(
+    item: dict[str, Any] | None, callback: Callback, now: float
+) -> tuple[Update, bool, str | None]:
+    """Decide what one callback changes (pure, so the rules of SPEC.md are testable alone).
+
+    Returns the update, whether a transfer must be queued, and a note when the callback
+    contradicts what is known (logged as suspicious, never acted on).
+    """
+    stamp = iso_now(now)
+    update = Update(sets={"updated_at": stamp}, adds={"callbacks": 1, "revision": 1})
+    provider = {"provider_code": callback.code, "provider_msg": callback.msg}
+    status = TaskStatus(item["status"]) if item else None
+    if item is None:
+        update.sets["created_at"] = stamp
+    suspicious = None
+
+    if not callback.succeeded:
+        if status in (None, TaskStatus.SUBMITTED, TaskStatus.GENERATION_FAILED):
+            update.sets.update(provider, status=TaskStatus.GENERATION_FAILED.value)
+            update.removes |= {"poll_partition", "poll_due"}
+            return update, False, None
+        return update, False, f"failure callback (code {callback.code}) for a task already {status}"
+
+    if status in (TaskStatus.RECEIVED, TaskStatus.TRANSFERRING, TaskStatus.STORED):
+        if item and item.get("video_url") != callback.video_url:
+            suspicious = f"success callback names a different video_url for a task already {status}"
+        queue = status is TaskStatus.RECEIVED and not item.get("transfer_queued")
+        return update, queue, suspicious
+
+    # New, SUBMITTED, TRANSFER_FAILED (a new callback re-queues it) or GENERATION_FAILED
+    # (the provider found the video after all): the task (re)starts with this URL.
+    if status is TaskStatus.GENERATION_FAILED:
+        suspicious = "success callback for a task recorded as GENERATION_FAILED"
+    update.sets.update(
+        provider,
+        status=TaskStatus.RECEIVED.value,
+        video_url=callback.video_url,
+        poll_partition=POLL_PARTITION,
+        poll_due=int(now),
+    )
+    update.removes |= {"transfer_queued", "error"}
+    return update, True, suspicious
+
+
+class TaskStore:
+    """DynamoDB access for task records; raises AwsFault when DynamoDB cannot be reached."""
+
+    def __init__(self, table_name: str, client: Any, clock: Callable[[], float] = time.time) -> None:
+        self.table_name = table_name
+        self.client = client
+        self.clock = clock
+
+    # --- low level -------------------------------------------------------------------
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise
+            raise AwsFault(f"DynamoDB {operation} failed ({exc.response['Error'].get('Code')})") from exc
+        except BotoCoreError as exc:
+            raise AwsFault(f"DynamoDB {operation} failed ({type(exc).__name__})") from exc
+
+    @staticmethod
+    def _key(task_id: str) -> dict[str, Any]:
+        return {"task_id": {"S": task_id}}
+
+    @staticmethod
+    def _decode(image: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not image:
+            return None
+        return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
+
+    def _update(
+        self, task_id: str, update: Update, condition: str, values: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Apply an update under a condition; None when the condition did not hold."""
+        expression, names, expr_values = update.expression()
+        expr_values.update(values or {})
+        if "#st" in condition:
+            names["#st"] = "status"
+        try:
+            answer = self._call(
+                "update_item",
+                Key=self._key(task_id),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in expr_values.items()},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError:
+            return None
+        return self._decode(answer.get("Attributes"))
+
+    def _get(self, task_id: str) -> dict[str, Any] | None:
+        answer = self._call("get_item", Key=self._key(task_id), ConsistentRead=True)
+        return self._decode(answer.get("Item"))
+
+    def _revised(self, task_id: str, item: dict[str, Any] | None, update: Update) -> dict[str, Any] | None:
+        """Write only if nobody changed the task since `item` was read."""
+        if item is None:
+            return self._update(task_id, update, "attribute_not_exists(task_id)")
+        return self._update(task_id, update, "revision = :seen", {":seen": item.get("revision", 0)})
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        return self._get(task_id)
+
+    # --- callbacks and submits -------------------------------------------------------------
+
+    def record_callback(self, callback: Callback) -> CallbackOutcome:
+        """Count the callback and move the task as SPEC.md says, atomically."""
+        for _ in range(OPTIMISTIC_RETRIES):
+            item = self._get(callback.task_id)
+            update, queue, suspicious = plan_callback(item, callback, self.clock())
+            record = self._revised(callback.task_id, item, update)
+            if record is not None:
+                return CallbackOutcome(record, queue, suspicious)
+        raise AwsFault("the task changed too often while recording the callback")
+
+    def mark_queued(self, task_id: str) -> None:
+        """Remember that a transfer message exists, so duplicates do not queue another."""
+        update = Update(sets={"transfer_queued": True}, removes={"poll_partition", "poll_due"})
+        self._update(task_id, update, "#st = :received", {":received": TaskStatus.RECEIVED.value})
+
+    def record_submitted(self, task_id: str, audio_id: str) -> tuple[dict[str, Any], bool]:
+        """Create a SUBMITTED task; (record, False) when the task is already known."""
+        now = self.clock()
+        stamp = iso_now(now)
+        update = Update(
+            sets={
+                "status": TaskStatus.SUBMITTED.value,
+                "audio_id": audio_id,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "callbacks": 0,
+                "attempts": 0,
+                "revision": 1,
+                "poll_partition": POLL_PARTITION,
+                "poll_due": int(now),
+            }
+        )
+        record = self._update(task_id, update, "attribute_not_exists(task_id)")
+        if record is not None:
+            return record, True
+        existing = self._get(task_id)
+        if existing is None:
+            raise AwsFault("the task vanished while being submitted")
+        return existing, False
+
+    # --- the transfer lease ---------------------------------------------------------------
+
+    def acquire_lease(self, task_id: str, owner: str, lease_seconds: int) -> dict[str, Any] | None:
+        """Take the task for one copy: RECEIVED, or TRANSFERRING under an expired lease."""
+        now = self.clock()
+        update = Update(
+            sets={
+                "status": TaskStatus.TRANSFERRING.value,
+                "lease_owner": owner,
+                "lease_expires": int(now) + lease_seconds,
+                "bytes_transferred": 0,
+                "updated_at": iso_now(now),
+            },
+            adds={"attempts": 1, "revision": 1},
+            removes={"content_length"},
+        )
+        condition = "#st = :received OR (#st = :transferring AND lease_expires < :now)"
+        values = {
+            ":received": TaskStatus.RECEIVED.value,
+            ":transferring": TaskStatus.TRANSFERRING.value,
+            ":now": int(now),
+        }
+        return self._update(task_id, update, condition, values)
+
+    def _leased(self, task_id: str, owner: str, update: Update, what: str) -> dict[str, Any]:
+        condition = "#st = :transferring AND lease_owner = :owner"
+        values = {":transferring": TaskStatus.TRANSFERRING.value, ":owner": owner}
+        record = self._update(task_id, update, condition, values)
+        if record is None:
+            raise LeaseLost(f"the lease on the task was lost before {what}")
+        return record
+
+    def report_progress(
+        self, task_id: str, owner: str, bytes_transferred: int, content_length: int | None, lease_seconds: int
+    ) -> None:
+        """Write progress and renew the lease in one conditional write."""
+        now = self.clock()
+        sets: dict[str, Any] = {
+            "bytes_transferred": bytes_transferred,
+            "lease_expires": int(now) + lease_seconds,
+            "updated_at": iso_now(now),
+        }
+        if content_length is not None:
+            sets["content_length"] = content_length
+        self._leased(task_id, owner, Update(sets=sets), "reporting progress")
+
+    def mark_stored(self, task_id: str, owner: str, video: StoredVideo) -> dict[str, Any]:
+        stamp = iso_now(self.clock())
+        sets: dict[str, Any] = {
+            "status": TaskStatus.STORED.value,
+            "s3_bucket": video.bucket,
+            "s3_key": video.key,
+            "sha256": video.sha256,
+            "size": video.size,
+            "bytes_transferred": video.size,
+            "stored_at": stamp,
+            "updated_at": stamp,
+        }
+        optional = {
+            "s3_version_id": video.version_id,
+            "duration_seconds": Decimal(str(round(video.duration_seconds, 3)))
+            if video.duration_seconds is not None
+            else None,
+            "width": video.width,
+            "height": video.height,
+        }
+        sets.update({k: v for k, v in optional.items() if v is not None})
+        update = Update(sets=sets, adds={"revision": 1}, removes={"lease_owner", "lease_expires", "error"})
+        return self._leased(task_id, owner, update, "storing")
+
+    def release_for_retry(self, task_id: str, owner: str, error: str) -> None:
+        """Give the task back (RECEIVED) so the redelivered message can try again."""
+        update = Update(
+            sets={"status": TaskStatus.RECEIVED.value, "error": error, "updated_at": iso_now(self.clock())},
+            adds={"revision": 1},
+            removes={"lease_owner", "lease_expires"},
+        )
+        self._leased(task_id, owner, update, "releasing it")
+
+    def mark_transfer_failed(self, task_id: str, owner: str, error: str) -> dict[str, Any]:
+        update = Update(
+            sets={
+                "status": TaskStatus.TRANSFER_FAILED.value,
+                "error": error,
+                "updated_at": iso_now(self.clock()),
+            },
+            adds={"revision": 1},
+            removes={"lease_owner", "lease_expires", "transfer_queued"},
+        )
+        return self._leased(task_id, owner, update, "failing it")

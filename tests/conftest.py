@@ -1,0 +1,151 @@
+"""Shared test set-up: the AWS resources come from template.yaml, made on moto.
+
+Every test that touches AWS gets a fresh `mock_aws` world built by `infra.template.Stack`
+from the template itself, and runs a function with exactly the environment the template
+gives it, so a name or key changed in the template is changed in the tests too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra.template import Stack, load_template
+from videohook import services
+from videohook.signature import sign
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+HMAC_KEY = "test-hmac-key-current"
+
+# Powertools reads its service name and metrics namespace when the handler modules are
+# imported, so the template's values are set before any test imports one.
+for _name, _value in load_template()["Globals"]["Function"]["Environment"]["Variables"].items():
+    if _name.startswith("POWERTOOLS_"):
+        os.environ.setdefault(_name, str(_value))
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that Powertools reads."""
+
+    function_name: str = "videohook-test"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:videohook-test"
+    aws_request_id: str = "52fdfc07-2182-154f-163f-5f0f9a621d72"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+@dataclass
+class AwsWorld:
+    """A template-built stack on moto, and helpers to run its functions."""
+
+    stack: Stack
+    session: Any
+    monkeypatch: pytest.MonkeyPatch
+
+    def use_function(self, function: str, **overrides: str) -> dict[str, str]:
+        """Give the process the environment the template gives `function` (plus overrides)."""
+        env = self.stack.function_environment(function)
+        env.update(overrides)
+        for key, value in env.items():
+            self.monkeypatch.setenv(key, value)
+        services.reset()
+        return env
+
+    def output(self, logical: str) -> str:
+        return self.stack.physical[logical]
+
+    @property
+    def callback_token(self) -> str:
+        arn = self.output("CallbackTokenSecret")
+        return self.session.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service)
+
+    def queued_messages(self, queue: str = "TransferQueue") -> list[dict[str, Any]]:
+        sqs = self.client("sqs")
+        messages = []
+        while True:
+            batch = sqs.receive_message(
+                QueueUrl=self.output(queue), MaxNumberOfMessages=10, VisibilityTimeout=300
+            )
+            if not batch.get("Messages"):
+                return messages
+            messages += batch["Messages"]
+
+
+@lru_cache(maxsize=1)
+def _session() -> Any:
+    """One boto3 session for all tests: building clients from a warm session is fast."""
+    return boto3.session.Session()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_DEV": "false",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    from aws_lambda_powertools.utilities import parameters
+
+    with mock_aws():
+        parameters.clear_caches()
+        session = _session()
+        stack = Stack.from_file({"ProviderHmacKey": HMAC_KEY}).create(session)
+        yield AwsWorld(stack=stack, session=session, monkeypatch=monkeypatch)
+        services.reset()
+        parameters.clear_caches()
+
+
+def signed_callback(
+    name: str,
+    *,
+    token: str | None,
+    key: str = HMAC_KEY,
+    body: dict[str, Any] | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """A callback event from events/ with a fresh signature (and optionally another body)."""
+    event = load_event(name)
+    if body is not None:
+        event["body"] = json.dumps(body)
+    task_id = json.loads(event["body"])["data"]["task_id"]
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    event["headers"]["X-Webhook-Timestamp"] = stamp
+    event["headers"]["X-Webhook-Signature"] = sign(key, task_id, stamp)
+    event["queryStringParameters"] = {"token": token} if token is not None else None
+    event["multiValueQueryStringParameters"] = {"token": [token]} if token is not None else None
+    return event
+
+
+def answer_json(answer: dict[str, Any]) -> dict[str, Any]:
+    body = answer["body"]
+    if answer.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    return json.loads(body)
