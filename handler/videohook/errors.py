@@ -106,6 +106,13 @@ class VideoRejected(TransferError):
     retryable = False
 
 
+class GenerationFailed(TransferError):
+    """The provider itself reports that the video was never made."""
+
+    code = "provider_failed"
+    retryable = False
+
+
 class InvalidMp4(VideoRejected):
     code = "invalid_mp4"
 

@@ -10,9 +10,12 @@ from aws_lambda_powertools import Logger
 
 from videohook import aws, config
 from videohook.config import Settings, get_settings
+from videohook.copier import VideoCopier
 from videohook.errors import ConfigError
+from videohook.provider import ProviderClient
 from videohook.queue import TransferQueue
 from videohook.store import TaskStore
+from videohook.transfers import TransferService
 
 logger = Logger(child=True)
 
@@ -46,8 +49,42 @@ def services() -> Services:
     )
 
 
+def provider_client() -> ProviderClient | None:
+    """The provider API client, or None when no API key is configured (confirm/reconcile idle)."""
+    settings = services().settings
+    if not settings.provider_api_key:
+        return None
+    return _provider(settings.provider_api_base, settings.provider_api_key)
+
+
+@lru_cache(maxsize=1)
+def _provider(base_url: str, api_key: str) -> ProviderClient:
+    return ProviderClient(base_url, api_key)
+
+
+def transfer_service() -> TransferService:
+    svc = services()
+    settings = svc.settings
+    copier = VideoCopier(
+        svc.s3,
+        settings.videos_bucket,
+        part_bytes=settings.transfer_part_bytes,
+        concurrency=settings.transfer_concurrency,
+        max_bytes=settings.max_video_bytes,
+    )
+    return TransferService(
+        svc.store,
+        copier,
+        settings.source_policy,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.transfer_max_attempts,
+        provider=provider_client(),
+    )
+
+
 def reset() -> None:
     """Forget settings, clients and services (tests change the environment between cases)."""
     services.cache_clear()
+    _provider.cache_clear()
     config.reset()
     aws.reset()

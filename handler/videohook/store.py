@@ -330,7 +330,11 @@ class TaskStore:
             "height": video.height,
         }
         sets.update({k: v for k, v in optional.items() if v is not None})
-        update = Update(sets=sets, adds={"revision": 1}, removes={"lease_owner", "lease_expires", "error"})
+        update = Update(
+            sets=sets,
+            adds={"revision": 1},
+            removes={"lease_owner", "lease_expires", "error", "poll_partition", "poll_due"},
+        )
         return self._leased(task_id, owner, update, "storing")
 
     def release_for_retry(self, task_id: str, owner: str, error: str) -> None:

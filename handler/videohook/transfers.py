@@ -1,0 +1,149 @@
+"""One transfer message, start to finish: lease, confirm, copy, record.
+
+The decisions that make at-least-once delivery safe live here: a task is copied only
+under a lease; a message for a task that is stored, failed for good or held by a live
+worker is acknowledged and dropped; a failure is either final (the task becomes
+TRANSFER_FAILED with the reason in words) or handed back to SQS for another attempt,
+and the last attempt is always final so the record never stays in flight.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from videohook.copier import CopyResult, VideoCopier
+from videohook.errors import GenerationFailed, LeaseLost, TransferError, VideohookError
+from videohook.models import TaskStatus
+from videohook.provider import ProviderClient
+from videohook.source import SourcePolicy, SourceSession
+from videohook.store import StoredVideo, TaskStore
+
+logger = Logger(child=True)
+
+
+class RetryLater(TransferError):
+    """Raised to SQS so that the message comes back for another attempt."""
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """What one message did; `result` is set when the video was stored."""
+
+    status: str
+    reason: str | None = None
+    result: CopyResult | None = None
+    seconds: float = 0.0
+
+
+class TransferService:
+    def __init__(
+        self,
+        store: TaskStore,
+        copier: VideoCopier,
+        policy: SourcePolicy,
+        *,
+        lease_seconds: int,
+        max_attempts: int,
+        provider: ProviderClient | None = None,
+        source_factory: Callable[[SourcePolicy], SourceSession] = SourceSession,
+    ) -> None:
+        self.store = store
+        self.copier = copier
+        self.policy = policy
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.provider = provider
+        self.source_factory = source_factory
+
+    def handle(self, task_id: str, receive_count: int) -> TransferOutcome:
+        """Process one delivery; raises RetryLater when SQS should deliver it again."""
+        owner = uuid.uuid4().hex
+        task = self.store.acquire_lease(task_id, owner, self.lease_seconds)
+        if task is None:
+            current = self.store.get(task_id)
+            status = current["status"] if current else "UNKNOWN"
+            logger.info("nothing to do for this delivery", extra={"task_status": status})
+            return TransferOutcome(status=f"skipped:{status}")
+        started = time.monotonic()
+        try:
+            url = self._confirmed_url(task)
+            with self.source_factory(self.policy) as source:
+                result = self.copier.copy(task_id, url, source, self._progress(task_id, owner))
+        except LeaseLost:
+            logger.warning("lease lost mid-copy; another worker owns the task now")
+            return TransferOutcome(status="lease_lost")
+        except VideohookError as error:
+            return self._failed(task_id, owner, error.message, error.retryable, receive_count, error.code)
+        except Exception as error:  # a bug or an unforeseen library error: retry, then fail in words
+            logger.exception("unexpected transfer error")
+            return self._failed(
+                task_id, owner, f"unexpected error: {type(error).__name__}", True, receive_count
+            )
+        self.store.mark_stored(
+            task_id,
+            owner,
+            StoredVideo(
+                bucket=result.bucket,
+                key=result.key,
+                version_id=result.version_id,
+                sha256=result.sha256,
+                size=result.size,
+                duration_seconds=result.info.duration_seconds,
+                width=result.info.width,
+                height=result.info.height,
+            ),
+        )
+        seconds = time.monotonic() - started
+        logger.info(
+            "video stored", extra={"size": result.size, "sha256": result.sha256, "seconds": round(seconds, 3)}
+        )
+        return TransferOutcome(status=TaskStatus.STORED.value, result=result, seconds=seconds)
+
+    def _progress(self, task_id: str, owner: str) -> Callable[[int, int | None], None]:
+        def report(done: int, total: int | None) -> None:
+            self.store.report_progress(task_id, owner, done, total, self.lease_seconds)
+
+        return report
+
+    def _confirmed_url(self, task: dict[str, Any]) -> str:
+        """With an API key, copy only what the provider itself reports (the body is unsigned)."""
+        url = task.get("video_url")
+        if self.provider is None:
+            if not url:
+                raise TransferError("the task has no video_url", code="no_video_url")
+            return str(url)
+        info = self.provider.record_info(task["task_id"])
+        if info.is_failed:
+            raise GenerationFailed(
+                f"the provider reports {info.success_flag} for this task: {info.error_message or 'no reason given'}"
+            )
+        if not info.video_ready or not info.video_url:
+            raise TransferError(
+                f"the provider does not confirm a video yet ({info.success_flag})", code="unconfirmed"
+            )
+        if url and info.video_url != url:
+            logger.warning(
+                "suspicious callback: its video_url differs from the provider's; copying the provider's"
+            )
+        return info.video_url
+
+    def _failed(
+        self, task_id: str, owner: str, reason: str, retryable: bool, receive_count: int, code: str = "error"
+    ) -> TransferOutcome:
+        if retryable and receive_count < self.max_attempts:
+            logger.warning(
+                "transfer attempt failed; SQS will retry", extra={"reason": reason, "attempt": receive_count}
+            )
+            self.store.release_for_retry(task_id, owner, reason)
+            raise RetryLater(reason, code=code)
+        logger.error(
+            "transfer failed", extra={"reason": reason, "error_code": code, "attempt": receive_count}
+        )
+        self.store.mark_transfer_failed(task_id, owner, reason)
+        return TransferOutcome(status=TaskStatus.TRANSFER_FAILED.value, reason=code)

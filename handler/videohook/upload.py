@@ -1,0 +1,168 @@
+"""Multipart upload of a stream of unknown length, with a hard bound on memory.
+
+boto3's `upload_fileobj` reads ahead about 15 parts from a non-seekable stream, so its
+memory grows with the part size times its queue, not with what is in flight. Here the
+caller hands over one part at a time and `add_part` blocks while `concurrency` parts are
+being sent: at most `concurrency` parts in flight plus the one being filled.
+
+Every part carries a CRC32 additional checksum that S3 verifies as it arrives; the
+completed object records them. Nothing is left behind on failure: `abort` removes the
+upload and its parts (the bucket's lifecycle rule is only the last resort).
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
+from videohook.errors import AwsFault
+
+logger = Logger(child=True)
+CHECKSUM_ALGORITHM = "CRC32"
+ABORT_TRIES = 3
+
+
+def crc32_checksum(data: bytes) -> str:
+    """S3's CRC32 additional checksum: the big-endian CRC, base64-encoded."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+@dataclass(frozen=True)
+class CompletedUpload:
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    parts: int
+
+
+class MultipartUpload:
+    """One object being written part by part; use as a context manager so failures abort."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        *,
+        concurrency: int,
+        content_type: str,
+        metadata: dict[str, str],
+    ) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.key = key
+        self.concurrency = concurrency
+        self.content_type = content_type
+        self.metadata = metadata
+        self.upload_id: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: set[Future[dict[str, Any]]] = set()
+        self._done: list[dict[str, Any]] = []
+        self._next_part = 1
+
+    def __enter__(self) -> MultipartUpload:
+        answer = self._s3(
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=self.key,
+            ContentType=self.content_type,
+            Metadata=self.metadata,
+            ServerSideEncryption="AES256",
+            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+        )
+        self.upload_id = answer["UploadId"]
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="upload")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _s3(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.s3, operation)(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsFault(f"S3 {operation} failed ({type(exc).__name__}: {_error_code(exc)})") from exc
+
+    def _send(self, number: int, data: bytes) -> dict[str, Any]:
+        checksum = crc32_checksum(data)
+        answer = self._s3(
+            "upload_part",
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumCRC32=checksum,
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": checksum}
+
+    def _collect(self, block_until_below: int) -> None:
+        """Wait until fewer than `block_until_below` parts are in flight; surface failures."""
+        while len(self._in_flight) >= block_until_below and self._in_flight:
+            finished, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                self._done.append(future.result())
+
+    def add_part(self, data: bytes) -> None:
+        """Queue one part; blocks while `concurrency` parts are already being sent."""
+        assert self._pool is not None, "use MultipartUpload as a context manager"
+        self._collect(self.concurrency)
+        self._in_flight.add(self._pool.submit(self._send, self._next_part, data))
+        self._next_part += 1
+
+    def complete(self) -> CompletedUpload:
+        self._collect(1)
+        parts = sorted(self._done, key=lambda part: part["PartNumber"])
+        answer = self._s3(
+            "complete_multipart_upload",
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        self.upload_id = None
+        return CompletedUpload(
+            bucket=self.bucket,
+            key=self.key,
+            version_id=answer.get("VersionId"),
+            etag=answer.get("ETag", ""),
+            parts=len(parts),
+        )
+
+    def abort(self) -> None:
+        """Stop sending and remove the upload; retried, because an orphan costs money."""
+        if self._pool is not None:
+            for future in self._in_flight:
+                future.cancel()
+            self._pool.shutdown(wait=True)
+        if self.upload_id is None:
+            return
+        for attempt in range(1, ABORT_TRIES + 1):
+            try:
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+                self.upload_id = None
+                return
+            except (ClientError, BotoCoreError) as exc:
+                if _error_code(exc) == "NoSuchUpload":
+                    self.upload_id = None
+                    return
+                logger.warning(
+                    "abort of multipart upload failed", extra={"attempt": attempt, "error": _error_code(exc)}
+                )
+        logger.error("multipart upload left open; the bucket lifecycle rule will remove it within a day")
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "unknown"))
+    return type(exc).__name__
