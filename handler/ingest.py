@@ -18,7 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from videohook.callbacks import CallbackReceiver, CallbackRequest
 from videohook.errors import VideohookError
 from videohook.lookup import task_view
-from videohook.services import services
+from videohook.services import provider_client, services
+from videohook.submit import callback_url, parse_submit, submit
 
 logger = Logger()
 tracer = Tracer()
@@ -89,6 +90,35 @@ def receive_callback() -> Response:
         },
     )
     return _json(200, {"status": "received", "task_id": callback.task_id})
+
+
+@app.post("/tasks")
+@tracer.capture_method
+def submit_task() -> Response:
+    request = parse_submit(_body_bytes())
+    logger.append_keys(task_id=request.task_id)
+    svc = services()
+    record, sent = submit(
+        request, svc.store, provider_client(), callback_url(_public_base_url(), svc.settings.callback_token)
+    )
+    logger.info(
+        "task submitted" if sent else "task already known", extra={"task_status": record.get("status")}
+    )
+    return _json(202, record)
+
+
+def _public_base_url() -> str:
+    """Where the provider can reach this API: CALLBACK_BASE_URL, else this request's own host."""
+    configured = services().settings.callback_base_url
+    if configured:
+        return configured
+    event = app.current_event
+    host = event.headers.get("host") or event.request_context.domain_name or "localhost"
+    scheme = event.headers.get("x-forwarded-proto") or "https"
+    stage = event.request_context.stage
+    # The execute-api host serves the API under its stage; a custom domain or the local stack does not.
+    prefix = f"/{stage}" if ".execute-api." in host and stage else ""
+    return f"{scheme}://{host}{prefix}"
 
 
 @app.get("/tasks/<task_id>")

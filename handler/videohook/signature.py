@@ -45,7 +45,7 @@ def verify_signature(
     if not timestamp or not signature:
         raise Unauthorized("the webhook signature headers are missing", code="missing_signature")
     timestamp = timestamp.strip()
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise Unauthorized("the webhook timestamp is not a Unix time in seconds", code="bad_timestamp")
     now = time.time() if now is None else now
     if abs(now - int(timestamp)) > tolerance_seconds:

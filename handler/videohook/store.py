@@ -9,6 +9,7 @@ that the item has not moved since. State-changing writes carry a `revision` cond
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,15 +112,28 @@ class StoredVideo:
 
 
 def plan_callback(
-    item: dict[str, Any] | None, callback: Callback, now: float
+    item: dict[str, Any] | None,
+    callback: Callback,
+    now: float,
+    *,
+    poll_after: int,
+    counted: bool = True,
+    audio_id: str | None = None,
 ) -> tuple[Update, bool, str | None]:
     """Decide what one callback changes (pure, so the rules of SPEC.md are testable alone).
 
-    Returns the update, whether a transfer must be queued, and a note when the callback
-    contradicts what is known (logged as suspicious, never acted on).
+    A poll of the provider that finds the task finished is applied through the same rules,
+    as a callback that is not `counted`. Returns the update, whether a transfer must be
+    queued, and a note when the callback contradicts what is known (logged, never acted on).
     """
     stamp = iso_now(now)
-    update = Update(sets={"updated_at": stamp}, adds={"callbacks": 1, "revision": 1})
+    update = Update(sets={"updated_at": stamp}, adds={"revision": 1})
+    if counted:
+        update.adds["callbacks"] = 1
+    elif item is None:
+        update.sets["callbacks"] = 0
+    if audio_id and not (item or {}).get("audio_id"):
+        update.sets["audio_id"] = audio_id
     provider = {"provider_code": callback.code, "provider_msg": callback.msg}
     status = TaskStatus(item["status"]) if item else None
     if item is None:
@@ -147,8 +161,9 @@ def plan_callback(
         provider,
         status=TaskStatus.RECEIVED.value,
         video_url=callback.video_url,
+        # Reconcile looks at the task if its transfer is still not queued by then.
         poll_partition=POLL_PARTITION,
-        poll_due=int(now),
+        poll_due=int(now) + poll_after,
     )
     update.removes |= {"transfer_queued", "error"}
     return update, True, suspicious
@@ -157,9 +172,17 @@ def plan_callback(
 class TaskStore:
     """DynamoDB access for task records; raises AwsFault when DynamoDB cannot be reached."""
 
-    def __init__(self, table_name: str, client: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        client: Any,
+        *,
+        poll_after_seconds: int = 300,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.table_name = table_name
         self.client = client
+        self.poll_after_seconds = poll_after_seconds
         self.clock = clock
 
     # --- low level -------------------------------------------------------------------
@@ -223,11 +246,23 @@ class TaskStore:
 
     # --- callbacks and submits -------------------------------------------------------------
 
-    def record_callback(self, callback: Callback) -> CallbackOutcome:
-        """Count the callback and move the task as SPEC.md says, atomically."""
+    def record_callback(
+        self, callback: Callback, *, counted: bool = True, audio_id: str | None = None
+    ) -> CallbackOutcome:
+        """Count the callback and move the task as SPEC.md says, atomically.
+
+        `counted=False` applies a poll result: the same moves, without counting a callback.
+        """
         for _ in range(OPTIMISTIC_RETRIES):
             item = self._get(callback.task_id)
-            update, queue, suspicious = plan_callback(item, callback, self.clock())
+            update, queue, suspicious = plan_callback(
+                item,
+                callback,
+                self.clock(),
+                poll_after=self.poll_after_seconds,
+                counted=counted,
+                audio_id=audio_id,
+            )
             record = self._revised(callback.task_id, item, update)
             if record is not None:
                 return CallbackOutcome(record, queue, suspicious)
@@ -252,7 +287,7 @@ class TaskStore:
                 "attempts": 0,
                 "revision": 1,
                 "poll_partition": POLL_PARTITION,
-                "poll_due": int(now),
+                "poll_due": int(now) + self.poll_after_seconds,
             }
         )
         record = self._update(task_id, update, "attribute_not_exists(task_id)")
@@ -262,6 +297,48 @@ class TaskStore:
         if existing is None:
             raise AwsFault("the task vanished while being submitted")
         return existing, False
+
+    def forget_submitted(self, task_id: str) -> None:
+        """Remove a SUBMITTED task the provider refused, so that it can be submitted again."""
+        # A callback that arrived meanwhile makes the condition fail: the task is real after all.
+        with contextlib.suppress(ClientError):
+            self._call(
+                "delete_item",
+                Key=self._key(task_id),
+                ConditionExpression="#st = :submitted AND callbacks = :zero",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={
+                    ":submitted": {"S": TaskStatus.SUBMITTED.value},
+                    ":zero": {"N": "0"},
+                },
+            )
+
+    # --- reconcile -----------------------------------------------------------------------
+
+    def due_for_poll(self, limit: int) -> list[str]:
+        """Task ids waiting on the provider whose poll is due (sparse index; no scan)."""
+        task_ids: list[str] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": POLL_INDEX,
+            "KeyConditionExpression": "poll_partition = :p AND poll_due <= :now",
+            "ExpressionAttributeValues": {":p": {"S": POLL_PARTITION}, ":now": {"N": str(int(self.clock()))}},
+        }
+        while len(task_ids) < limit:
+            answer = self._call("query", Limit=min(1000, limit - len(task_ids)), **kwargs)
+            task_ids += [item["task_id"]["S"] for item in answer.get("Items", [])]
+            if "LastEvaluatedKey" not in answer:
+                break
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return task_ids
+
+    def schedule_poll(self, task_id: str, delay_seconds: int) -> None:
+        """Look at the task again in `delay_seconds` (the provider said wait, or to back off)."""
+        now = self.clock()
+        update = Update(sets={"poll_due": int(now) + delay_seconds, "polled_at": iso_now(now)})
+        self._update(task_id, update, "attribute_exists(poll_partition)")
+
+    def stop_polling(self, task_id: str) -> None:
+        self._update(task_id, Update(removes={"poll_partition", "poll_due"}), "attribute_exists(task_id)")
 
     # --- the transfer lease ---------------------------------------------------------------
 

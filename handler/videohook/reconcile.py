@@ -1,0 +1,150 @@
+"""Find the tasks whose callback never came, by asking the provider.
+
+The provider gives up on a callback after three retries and the video link dies in about
+14 days, so a task that is still SUBMITTED (or RECEIVED with no transfer queued) after
+RECONCILE_AFTER_SECONDS is polled with `record-info`, each at most once every 45 s as the
+provider asks. Only the due tasks are read, from a sparse index, never a table scan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from videohook.errors import ProviderError
+from videohook.models import SUCCESS_CODE, Callback, TaskStatus
+from videohook.provider import ProviderClient
+from videohook.queue import TransferQueue
+from videohook.store import TaskStore
+
+logger = Logger(child=True)
+
+POLL_INTERVAL_SECONDS = 45
+BACKOFF_SECONDS = 180
+REFUSED_RETRY_SECONDS = 900
+# Codes that mean "the account is rate limited or the API is down": stop this run.
+ACCOUNT_WIDE_CODES = frozenset({405, 429, 430, 455})
+
+
+@dataclass
+class ReconcileReport:
+    polled: int = 0
+    queued: int = 0
+    failed: int = 0
+    waiting: int = 0
+    backed_off: int = 0
+    dropped: int = 0
+    stopped_early: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: TaskStore,
+        queue: TransferQueue,
+        provider: ProviderClient,
+        *,
+        max_tasks: int = 2000,
+        workers: int = 16,
+        deadline_seconds: float = 45.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.provider = provider
+        self.max_tasks = max_tasks
+        self.workers = workers
+        self.deadline_seconds = deadline_seconds
+        self.clock = clock
+        self._halt = False
+
+    def run(self) -> ReconcileReport:
+        """Poll every due task once, in parallel, until done, halted by rate limits, or out of time."""
+        report = ReconcileReport()
+        started = self.clock()
+        self._halt = False
+        task_ids = self.store.due_for_poll(self.max_tasks)
+        if not task_ids:
+            return report
+
+        def visit(task_id: str) -> str:
+            if self._halt or self.clock() - started > self.deadline_seconds:
+                return "skipped"
+            return self._visit(task_id)
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile") as pool:
+            for task_id, outcome in zip(task_ids, pool.map(visit, task_ids), strict=True):
+                if outcome == "skipped":
+                    report.stopped_early = True
+                    continue
+                if outcome.startswith("error:"):
+                    report.errors.append(f"{task_id}: {outcome[6:]}")
+                    continue
+                setattr(report, outcome, getattr(report, outcome) + 1)
+                report.polled += outcome != "dropped"
+        return report
+
+    def _visit(self, task_id: str) -> str:
+        try:
+            item = self.store.get(task_id)
+            if item is None or not self._still_waiting(item):
+                self.store.stop_polling(task_id)
+                return "dropped"
+            return self._poll(task_id)
+        except Exception as error:  # one task's AWS fault must not stop the others
+            logger.exception("reconcile of one task failed", extra={"task_id": task_id})
+            return f"error:{type(error).__name__}"
+
+    @staticmethod
+    def _still_waiting(item: dict[str, Any]) -> bool:
+        status = item.get("status")
+        if status == TaskStatus.SUBMITTED:
+            return True
+        return status == TaskStatus.RECEIVED and not item.get("transfer_queued")
+
+    def _poll(self, task_id: str) -> str:
+        try:
+            info = self.provider.record_info(task_id)
+        except ProviderError as error:
+            if error.provider_code in ACCOUNT_WIDE_CODES:
+                self._halt = True  # the limit is the account's: the other tasks would only add to it
+            delay = BACKOFF_SECONDS if error.retryable else REFUSED_RETRY_SECONDS
+            logger.warning(
+                "provider poll failed; backing off",
+                extra={"task_id": task_id, "provider_code": error.provider_code, "reason": error.message},
+            )
+            self.store.schedule_poll(task_id, delay)
+            return "backed_off"
+        if info.video_ready and info.video_url:
+            callback = Callback(
+                code=SUCCESS_CODE, msg="found by reconcile", task_id=task_id, video_url=info.video_url
+            )
+            outcome = self.store.record_callback(callback, counted=False, audio_id=info.audio_id)
+            if outcome.queue_transfer:
+                self.queue.send(task_id)
+                self.store.mark_queued(task_id)
+            logger.info("late task found ready; transfer queued", extra={"task_id": task_id})
+            return "queued"
+        if info.is_failed:
+            callback = Callback(
+                code=info.error_code or 500,
+                msg=info.error_message or info.success_flag,
+                task_id=task_id,
+                video_url=None,
+            )
+            if callback.code == SUCCESS_CODE:
+                callback = Callback(code=500, msg=callback.msg, task_id=task_id, video_url=None)
+            self.store.record_callback(callback, counted=False, audio_id=info.audio_id)
+            self.store.stop_polling(task_id)
+            logger.info(
+                "late task failed at the provider", extra={"task_id": task_id, "flag": info.success_flag}
+            )
+            return "failed"
+        self.store.schedule_poll(task_id, POLL_INTERVAL_SECONDS)
+        return "waiting"
