@@ -20,3 +20,11 @@ test: lint
 
 clean:
 	rm -rf $(VENV) .aws-sam
+
+# Operations on a deployed stack (STACK=name) or, without STACK, the local stack.
+callback-url: $(BIN)/.installed
+	@test -n "$(STACK)" || { echo "usage: make callback-url STACK=<stack name>"; exit 2; }
+	@$(BIN)/python -m infra.callback_url --stack "$(STACK)"
+
+redrive: $(BIN)/.installed
+	$(BIN)/python -m infra.redrive $(if $(STACK),--stack "$(STACK)",)

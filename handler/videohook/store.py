@@ -313,6 +313,34 @@ class TaskStore:
                 },
             )
 
+    def requeue_failed(self, task_id: str) -> bool:
+        """TRANSFER_FAILED -> RECEIVED (an operator's redrive); False if the task is not failed."""
+        update = Update(
+            sets={"status": TaskStatus.RECEIVED.value, "updated_at": iso_now(self.clock())},
+            adds={"revision": 1},
+            removes={"transfer_queued"},
+        )
+        return (
+            self._update(task_id, update, "#st = :failed", {":failed": TaskStatus.TRANSFER_FAILED.value})
+            is not None
+        )
+
+    def failed_transfers(self) -> list[str]:
+        """Every TRANSFER_FAILED task id. A scan: for an operator's occasional redrive only."""
+        task_ids: list[str] = []
+        kwargs: dict[str, Any] = {
+            "FilterExpression": "#st = :failed",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":failed": {"S": TaskStatus.TRANSFER_FAILED.value}},
+            "ProjectionExpression": "task_id",
+        }
+        while True:
+            answer = self._call("scan", **kwargs)
+            task_ids += [item["task_id"]["S"] for item in answer.get("Items", [])]
+            if "LastEvaluatedKey" not in answer:
+                return task_ids
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
     # --- reconcile -----------------------------------------------------------------------
 
     def due_for_poll(self, limit: int) -> list[str]:
