@@ -1,0 +1,307 @@
+"""A local API Gateway (REST, Lambda proxy integration) for the template's `Api` events.
+
+Each request becomes the proxy event API Gateway would build - the same fields, the
+path parameters of the matched route, `requestContext.stage` from the template - and the
+function's proxy answer is written back the way API Gateway writes it. Deliberately left
+out: IAM authorisation (SPEC.md: the local stack does not check it), throttling, and the
+29 s integration timeout. Paths are served both bare (`/callbacks`) and under the stage
+(`/Prod/callbacks`), so a deployed URL works locally with only the host changed.
+
+`GET /health` belongs to the local stack, not the template: 200 once everything is up.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from infra.local.lambdas import LocalFunction
+from infra.template import Stack
+
+log = logging.getLogger("infra.local")
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
+API_ID = "local"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One `Api` event of a function: its path template and method, as a matcher."""
+
+    path: str
+    method: str
+    function: LocalFunction
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def of(cls, path: str, method: str, function: LocalFunction) -> Route:
+        regex = ""
+        for part in re.split(r"(\{[^}]+\})", path):
+            if part.startswith("{") and part.endswith("+}"):
+                regex += f"(?P<{part[1:-2]}>.+)"
+            elif part.startswith("{"):
+                regex += f"(?P<{part[1:-1]}>[^/]+)"
+            else:
+                regex += re.escape(part)
+        return cls(path, method.upper(), function, re.compile(f"^{regex}$"))
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """API Gateway prefers literal segments over variables, and variables over `{proxy+}`."""
+        segments = self.path.strip("/").split("/")
+        return (-sum(not s.startswith("{") for s in segments), sum(s.endswith("+}") for s in segments))
+
+
+def routes_of(stack: Stack, functions: list[LocalFunction]) -> tuple[list[Route], str]:
+    """Every `Api` event in the template, most specific first, and the API's stage name."""
+    routes, stage = [], "Prod"
+    for function in functions:
+        for event in function.events.values():
+            if event["Type"] != "Api":
+                continue
+            props = event["Properties"]
+            routes.append(Route.of(props["Path"], props["Method"], function))
+            api = props.get("RestApiId", {})
+            if isinstance(api, dict) and api.get("Ref") in stack.resources:
+                stage = stack.resources[api["Ref"]].get("Properties", {}).get("StageName", stage)
+    routes.sort(key=lambda r: r.specificity)
+    return routes, stage
+
+
+def _gateway_error(status: int, message: str) -> tuple[int, dict[str, list[str]], bytes]:
+    return status, {"Content-Type": ["application/json"]}, json.dumps({"message": message}).encode()
+
+
+class LocalApi:
+    """Turns HTTP requests into proxy events for the matched function, and answers back."""
+
+    def __init__(
+        self,
+        routes: list[Route],
+        stage: str,
+        region: str,
+        account: str,
+        health: Callable[[], tuple[int, dict[str, Any]]],
+    ) -> None:
+        self.routes = routes
+        self.stage = stage
+        self.region = region
+        self.account = account
+        self.health = health
+        self.ready = False
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found and route.method in (method, "ANY"):
+                return route, {k: unquote(v) for k, v in found.groupdict().items()}
+        return None
+
+    def event(
+        self,
+        route: Route,
+        params: dict[str, str],
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        source_ip: str,
+    ) -> dict[str, Any]:
+        """The REST API proxy event, with the fields API Gateway fills for a Lambda proxy."""
+        single: dict[str, str] = {}
+        multi: dict[str, list[str]] = {}
+        for name, value in headers:
+            single[name] = value
+            multi.setdefault(name, []).append(value)
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query_single = {k: v for k, v in pairs}
+        query_multi: dict[str, list[str]] = {}
+        for key, value in pairs:
+            query_multi.setdefault(key, []).append(value)
+        text: str | None = None
+        encoded = False
+        if body:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:  # no binary media types are declared; keep the bytes anyway
+                text, encoded = base64.b64encode(body).decode(), True
+        now = datetime.now(UTC)
+        host = single.get("Host") or next((v for k, v in single.items() if k.lower() == "host"), "")
+        user_agent = next((v for k, v in single.items() if k.lower() == "user-agent"), None)
+        request_id = str(uuid.uuid4())
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": method,
+            "headers": single or None,
+            "multiValueHeaders": multi or None,
+            "queryStringParameters": query_single or None,
+            "multiValueQueryStringParameters": query_multi or None,
+            "pathParameters": params or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourceId": route.function.logical_id,
+                "resourcePath": route.path,
+                "httpMethod": method,
+                "extendedRequestId": request_id,
+                "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "path": f"/{self.stage}{path}",
+                "accountId": self.account,
+                "protocol": "HTTP/1.1",
+                "stage": self.stage,
+                "domainPrefix": host.split(".", 1)[0],
+                "requestTimeEpoch": int(now.timestamp() * 1000),
+                "requestId": request_id,
+                "identity": {
+                    "cognitoIdentityPoolId": None,
+                    "accountId": None,
+                    "cognitoIdentityId": None,
+                    "caller": None,
+                    "sourceIp": source_ip,
+                    "principalOrgId": None,
+                    "accessKey": None,
+                    "cognitoAuthenticationType": None,
+                    "cognitoAuthenticationProvider": None,
+                    "userArn": None,
+                    "userAgent": user_agent,
+                    "user": None,
+                },
+                "domainName": host,
+                "apiId": API_ID,
+            },
+            "body": text,
+            "isBase64Encoded": encoded,
+        }
+
+    def handle(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
+    ) -> tuple[int, dict[str, list[str]], bytes, str]:
+        """Answer one request: (status, headers, body, tag of who answered)."""
+        url = urlsplit(target)
+        path = unquote(url.path)
+        if path == "/health" and method == "GET":
+            status, document = self.health()
+            return status, {"Content-Type": ["application/json"]}, json.dumps(document).encode(), "health"
+        if not self.ready:
+            return (*_gateway_error(503, "the local stack is starting or stopping"), "gateway")
+        if path == f"/{self.stage}" or path.startswith(f"/{self.stage}/"):
+            path = path[len(self.stage) + 1 :] or "/"
+        found = self.match(method, path)
+        if found is None:
+            # What API Gateway answers for a path or method that no resource declares.
+            return (*_gateway_error(403, "Missing Authentication Token"), "gateway")
+        route, params = found
+        event = self.event(route, params, method, path, url.query, headers, body, source_ip)
+        try:
+            answer = route.function.invoke(event)
+            return (*self._answer(answer), route.function.tag)
+        except Exception:
+            return (*_gateway_error(502, "Internal server error"), route.function.tag)
+
+    @staticmethod
+    def _answer(answer: Any) -> tuple[int, dict[str, list[str]], bytes]:
+        """Write the proxy answer as API Gateway does: a malformed one is a 502."""
+        if not isinstance(answer, dict) or not isinstance(answer.get("statusCode"), int):
+            log.error("the function's answer is not a Lambda proxy answer: %.200r", answer)
+            return _gateway_error(502, "Internal server error")
+        headers: dict[str, list[str]] = {
+            k: [str(v) for v in vs] for k, vs in (answer.get("multiValueHeaders") or {}).items()
+        }
+        lowered = {k.lower() for k in headers}
+        for name, value in (answer.get("headers") or {}).items():
+            if name.lower() not in lowered:
+                headers[name] = [str(value)]
+        body = answer.get("body") or ""
+        data = base64.b64decode(body) if answer.get("isBase64Encoded") else str(body).encode()
+        if "content-type" not in {k.lower() for k in headers}:
+            headers["Content-Type"] = ["application/json"]
+        return answer["statusCode"], headers, data
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
+    server: ApiServer
+
+    def _serve(self) -> None:
+        started = time.monotonic()
+        body = self._read_body()
+        if body is None:
+            status, headers, data, tag = (*_gateway_error(413, "Request Too Long"), "gateway")
+            self.close_connection = True
+        else:
+            client_ip = self.client_address[0]
+            headers_in = list(self.headers.items())
+            forwarded = self.headers.get("X-Forwarded-For")
+            headers_in = [
+                (k, v)
+                for k, v in headers_in
+                if k.lower() not in {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"}
+            ]
+            headers_in += [
+                ("X-Forwarded-For", f"{forwarded}, {client_ip}" if forwarded else client_ip),
+                ("X-Forwarded-Port", str(self.server.server_address[1])),
+                ("X-Forwarded-Proto", "http"),
+            ]
+            status, headers, data, tag = self.server.api.handle(
+                self.command, self.path, headers_in, body, client_ip
+            )
+        self.send_response(status)
+        for name, values in headers.items():
+            if name.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                for value in values:
+                    self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        if tag != "health":
+            elapsed = (time.monotonic() - started) * 1000
+            log.info(
+                "api %s %s -> %d %s (%.0f ms)", self.command, self.path.split("?", 1)[0], status, tag, elapsed
+            )
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when it is over API Gateway's payload limit."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks, total = [], 0
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_PAYLOAD_BYTES:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_PAYLOAD_BYTES:
+            return None
+        return self.rfile.read(length) if length else b""
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: `_serve` logs one line per request on the local stack's logger."""
+
+
+class ApiServer(ThreadingHTTPServer):
+    """One thread per connection; request threads never keep the process alive."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, api: LocalApi) -> None:
+        self.api = api
+        super().__init__((host, port), _RequestHandler)

@@ -1,0 +1,431 @@
+"""`make serve`: the whole of videohook on one machine, no AWS account, no Docker.
+
+    PYTHONPATH=handler:. python -m infra.local.serve
+
+One process: an embedded moto server holding the resources template.yaml declares (made
+by `infra.template.Stack`, never named here), the HTTP API, the SQS workers and the
+schedules, each running the template's handlers as Lambda would (see lambdas.py,
+api.py, triggers.py). Configured by SPEC.md's variables (environment.py) and:
+
+    AWS_PORT                    embedded AWS endpoint port (default 5000)
+    API_PORT                    HTTP API port (default 3000)
+    LOCAL_RETRY_SECONDS         a failed SQS message is retried after this (default 2)
+    LOCAL_TRANSFER_CONCURRENCY  SQS worker threads, at most the template's cap (default 4)
+    LOCAL_RECONCILE_SECONDS     schedule period (default: the template's rate, 60 s)
+
+Ctrl-C or SIGTERM stops everything and exits 0. The embedded AWS keeps its state in
+memory only: tasks and videos are gone when the stack stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import boto3
+
+from infra.local import logs
+from infra.local.api import ApiServer, LocalApi, routes_of
+from infra.local.environment import (
+    function_environment,
+    names_resource,
+    secret_overrides,
+    template_parameters,
+)
+from infra.local.lambdas import LocalFunction
+from infra.local.triggers import Scheduler, SqsPoller, rate_seconds
+from infra.template import ROOT, Stack
+
+HOST = "127.0.0.1"
+PREFIX = "videohook"
+STOP_TIMEOUT_SECONDS = 10
+POLL_SECONDS = 0.1  # how often the servers look for a shutdown request
+log = logging.getLogger("infra.local")
+
+
+class StartError(Exception):
+    """A problem that stops the local stack from starting; its text is the one line shown."""
+
+
+def _int_env(env: dict[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise StartError(f"{name} must be a whole number of at least {minimum}, got {raw[:40]!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The local stack's own knobs (the functions' settings are SPEC.md's variables)."""
+
+    aws_port: int = 5000
+    api_port: int = 3000
+    retry_seconds: int = 2
+    transfer_concurrency: int = 4
+    schedule_seconds: int | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> LocalSettings:
+        return cls(
+            aws_port=_int_env(env, "AWS_PORT", 5000) or 0,
+            api_port=_int_env(env, "API_PORT", 3000) or 0,
+            retry_seconds=_int_env(env, "LOCAL_RETRY_SECONDS", 2) or 0,
+            transfer_concurrency=_int_env(env, "LOCAL_TRANSFER_CONCURRENCY", 4, minimum=1) or 1,
+            schedule_seconds=_int_env(env, "LOCAL_RECONCILE_SECONDS", None, minimum=1),
+        )
+
+
+def aws_environment(endpoint: str, region: str) -> dict[str, str | None]:
+    """Point every AWS SDK use in this process at the embedded endpoint, with dummy keys.
+
+    Anything that could send a call elsewhere or fail on a developer's real AWS set-up
+    (a profile, a session token, per-service endpoint overrides) is removed (None).
+    """
+    env: dict[str, str | None] = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+    }
+    for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        env[name] = None
+    env["AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"] = None
+    for name in os.environ:
+        if name.startswith("AWS_ENDPOINT_URL_"):
+            env[name] = None
+    return env
+
+
+class AtomicDynamoDB:
+    """WSGI wrapper that runs moto's DynamoDB requests one at a time.
+
+    DynamoDB applies each request to an item atomically, and the task store relies on it
+    (the transfer lease is a conditional update). moto's server is threaded and its
+    UpdateItem checks the condition, then sets attributes on the live item one by one,
+    with no lock: a concurrent GetItem saw `status: STORED` without `s3_key`, and two
+    conditional updates could both pass. Serialising DynamoDB calls restores the
+    guarantee; they take milliseconds, and the other services are not held up.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self.lock:
+            return list(self.app(environ, start_response))  # the whole answer, inside the lock
+
+
+class EmbeddedAws:
+    """moto's server in a thread, bound at construction so a busy port fails at once.
+
+    (moto's own ThreadedMotoServer binds inside its thread, and its start() then waits
+    forever when the port is taken.)
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self.server = make_server(host, port, app, threaded=True)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(POLL_SECONDS,), name="moto", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(STOP_TIMEOUT_SECONDS)
+
+
+class LocalStack:
+    """Everything `make serve` runs, started and stopped in order."""
+
+    def __init__(self, settings: LocalSettings, user_env: dict[str, str]) -> None:
+        self.settings = settings
+        self.user_env = user_env
+        self.stop_event = threading.Event()
+        region = user_env.get("AWS_REGION") or user_env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.stack = Stack.from_file(template_parameters(Stack.from_file(), user_env))
+        self.stack.region = region
+        self.functions = [LocalFunction(self.stack, name, PREFIX) for name in self.stack.functions()]
+        self.pollers: list[SqsPoller] = []
+        self.schedulers: list[Scheduler] = []
+        self.aws: EmbeddedAws | None = None
+        self.resources_ready = False
+        self.triggers_started = False
+        self.outputs: dict[str, str] = {}
+        routes, stage = routes_of(self.stack, self.functions)
+        self.api = LocalApi(routes, stage, region, self.stack.account, self.health)
+        self.http: ApiServer | None = None
+
+    # --- start -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the API first (so /health answers 503 while the rest starts), then the rest."""
+        self.http = self._bind("API_PORT", lambda: ApiServer(HOST, self.settings.api_port, self.api))
+        threading.Thread(
+            target=self.http.serve_forever, args=(POLL_SECONDS,), name="api", daemon=True
+        ).start()
+        self.aws = self._bind("AWS_PORT", lambda: EmbeddedAws(HOST, self.settings.aws_port))
+        self.aws.start()
+        endpoint = f"http://{HOST}:{self.aws.port}"
+        for name, value in aws_environment(endpoint, self.stack.region).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._create_resources()
+        # Powertools warns on every invocation that adds no metric; locally that is noise.
+        warnings.filterwarnings("ignore", "No application metrics to publish")
+        settings = self._check_configuration()
+        for function in self.functions:
+            try:
+                function.load()
+            except Exception as error:
+                raise StartError(
+                    f"{function.logical_id}: its handler {function.module_name}.{function.attribute} "
+                    f"could not be loaded ({type(error).__name__}: {error})"
+                ) from error
+        logs.isolate_powertools_keys()
+        self._start_triggers()
+        self.api.ready = True
+        self._announce(endpoint, settings)
+
+    def _bind(self, variable: str, make: Any) -> Any:
+        try:
+            return make()
+        except OSError as error:
+            raise StartError(
+                f"cannot listen on {HOST} for {variable} ({error.strerror}); set {variable}"
+            ) from None
+
+    def _create_resources(self) -> None:
+        session = boto3.session.Session(region_name=self.stack.region)
+        self.stack.create(session, prefix=PREFIX)
+        # All functions run in this one process and share os.environ: the union of what the
+        # template gives each function is set once (environment.function_environment).
+        env, notes = function_environment(self.stack, self.user_env)
+        for note in notes:
+            log.warning("environment: %s", note)
+        secrets = session.client("secretsmanager")
+        for arn, value in secret_overrides(self.stack, env, self.user_env).items():
+            secrets.put_secret_value(SecretId=arn, SecretString=value)
+        os.environ.update(env)
+        self.outputs = self._outputs()
+        self.resources_ready = True
+
+    def _outputs(self) -> dict[str, str]:
+        """The template's Outputs, resolved locally (an output naming the API is the local URL)."""
+        apis = set(self.stack.of_type("AWS::Serverless::Api"))
+        outputs = {}
+        for name, spec in self.stack.template.get("Outputs", {}).items():
+            value = spec["Value"]
+            if names_resource(value, apis):
+                outputs[name] = f"http://{HOST}:{self.api_port}/{self.api.stage}"
+                continue
+            try:
+                outputs[name] = str(self.stack.resolve(value))
+            except KeyError:
+                continue  # refers to something the local stack does not make
+        return outputs
+
+    @property
+    def api_port(self) -> int:
+        return int(self.http.server_address[1]) if self.http else self.settings.api_port
+
+    def _check_configuration(self) -> Any:
+        """Read the settings as the functions will: a bad value fails here, in one line."""
+        from videohook.config import load_settings
+        from videohook.errors import ConfigError
+
+        try:
+            return load_settings()
+        except ConfigError as error:
+            raise StartError(f"bad configuration: {getattr(error, 'message', error)}") from None
+
+    def _start_triggers(self) -> None:
+        for function in self.functions:
+            for event_name, event in function.events.items():
+                if event["Type"] == "SQS":
+                    self.pollers.append(self._poller(function))
+                elif event["Type"] == "Schedule":
+                    scheduler = self._scheduler(function, event_name, self.stack.resolve(event["Properties"]))
+                    if scheduler is not None:
+                        self.schedulers.append(scheduler)
+                elif event["Type"] != "Api":
+                    log.warning("%s: %s events are not emulated locally", function.logical_id, event["Type"])
+        for trigger in [*self.pollers, *self.schedulers]:
+            trigger.start()
+        self.triggers_started = True
+
+    def _poller(self, function: LocalFunction) -> SqsPoller:
+        props = self.stack.sqs_event(function.logical_id)
+        arn = props["Queue"]
+        logical = next(
+            name for (name, attr), value in self.stack.attributes.items() if attr == "Arn" and value == arn
+        )
+        url = self.stack.physical[logical]
+        sqs = boto3.session.Session(region_name=self.stack.region).client("sqs")
+        policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        max_receives = None
+        if "RedrivePolicy" in policy:
+            max_receives = int(json.loads(policy["RedrivePolicy"])["maxReceiveCount"])
+        cap = int(
+            props.get("ScalingConfig", {}).get("MaximumConcurrency", self.settings.transfer_concurrency)
+        )
+        return SqsPoller(
+            function=function,
+            sqs=sqs,
+            queue_url=url,
+            queue_arn=arn,
+            region=self.stack.region,
+            batch_size=int(props.get("BatchSize", 10)),
+            reports_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+            concurrency=max(1, min(self.settings.transfer_concurrency, cap)),
+            retry_seconds=self.settings.retry_seconds,
+            max_receives=max_receives,
+            stop=self.stop_event,
+        )
+
+    def _scheduler(self, function: LocalFunction, event_name: str, props: dict[str, Any]) -> Scheduler | None:
+        if props.get("Enabled") is False or str(props.get("Enabled", "true")).lower() == "false":
+            return None
+        period = self.settings.schedule_seconds or rate_seconds(str(props.get("Schedule", "")))
+        if period is None:
+            log.warning("%s: schedule %r runs every 60 s locally", function.logical_id, props.get("Schedule"))
+            period = 60
+        return Scheduler(
+            function=function,
+            rule_name=f"{PREFIX}-{function.logical_id}{event_name}",
+            period=period,
+            region=self.stack.region,
+            account=self.stack.account,
+            stop=self.stop_event,
+        )
+
+    def _announce(self, endpoint: str, settings: Any) -> None:
+        base = f"http://{HOST}:{self.api_port}"
+        token = settings.callback_token
+        callback = f"{base}/callbacks" + (f"?token={token}" if token else "")
+        rows = [
+            ("API", f"{base}  (also under /{self.api.stage}; GET /health)"),
+            ("callback URL", callback),
+            ("AWS endpoint", f"{endpoint}  (aws --endpoint-url {endpoint} ...; dummy keys 'testing')"),
+            *((name, value) for name, value in self.outputs.items() if name != "ApiBaseUrl"),
+        ]
+        for poller in self.pollers:
+            rows.append(
+                (
+                    poller.function.tag,
+                    f"{poller.concurrency} worker(s), batch {poller.batch_size}, dead-letter after "
+                    f"{poller.max_receives} receives, failed messages retried after {poller.retry_seconds} s",
+                )
+            )
+        rows += [(s.function.tag, f"every {s.period:g} s") for s in self.schedulers]
+        width = max(len(name) for name, _ in rows)
+        lines = ["videohook local stack ready", *(f"  {name:<{width}}  {value}" for name, value in rows)]
+        log.info("\n".join(lines))
+        if not settings.hmac_keys:
+            log.warning(
+                "no provider HMAC key (WEBHOOK_HMAC_KEYS): callbacks are checked by %s only",
+                "the URL token" if token else "NOTHING - anyone who can reach the API is believed",
+            )
+
+    # --- health and stop ---------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        checks = {
+            "aws": bool(self.aws and self.aws.thread.is_alive() and self.resources_ready),
+            "api": self.api.ready,
+            "workers": self.triggers_started and all(p.alive for p in self.pollers),
+            "schedules": self.triggers_started and all(s.alive for s in self.schedulers),
+        }
+        ok = all(checks.values()) and not self.stop_event.is_set()
+        document = {
+            "status": "ok" if ok else ("stopping" if self.stop_event.is_set() else "starting"),
+            "checks": checks,
+            "endpoints": {"api": f"http://{HOST}:{self.api_port}", "aws": os.environ.get("AWS_ENDPOINT_URL")},
+            "outputs": self.outputs,
+            "functions": {f.tag: vars(f.stats) for f in self.functions},
+        }
+        return (200 if ok else 503), document
+
+    def stop(self) -> None:
+        """Stop taking work, let in-flight work finish briefly, then close the servers."""
+        self.stop_event.set()
+        self.api.ready = False
+        for poller in self.pollers:
+            if not poller.drain(STOP_TIMEOUT_SECONDS):
+                log.warning(
+                    "%s: a batch still running after %d s; abandoned",
+                    poller.function.tag,
+                    STOP_TIMEOUT_SECONDS,
+                )
+        for scheduler in self.schedulers:
+            scheduler.thread.join(STOP_TIMEOUT_SECONDS)
+            if scheduler.thread.is_alive():
+                log.warning(
+                    "%s: still running after %d s; abandoned", scheduler.function.tag, STOP_TIMEOUT_SECONDS
+                )
+        if self.http:
+            self.http.shutdown()
+            self.http.server_close()
+        if self.aws:
+            self.aws.stop()
+
+
+def main() -> int:
+    """Run until Ctrl-C or SIGTERM; 0 on a clean stop, 1 when the stack could not start."""
+    logs.install()
+    code_dir = str(ROOT / "handler")
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)  # as Lambda puts the function's code on its path
+    user_env = dict(os.environ)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set():
+            os._exit(130)  # a second Ctrl-C: do not wait for anything
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    stack: LocalStack | None = None
+    try:
+        stack = LocalStack(LocalSettings.from_env(user_env), user_env)
+        stack.start()
+    except StartError as error:
+        log.error("%s", error)
+        if stack is not None:
+            stack.stop()
+        return 1
+    while not stopping.wait(0.5):
+        pass
+    stack.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
