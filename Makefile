@@ -21,6 +21,14 @@ test: lint
 clean:
 	rm -rf $(VENV) .aws-sam
 
+# The whole system on this machine, no AWS account or Docker (infra/local/serve.py).
+serve: $(BIN)/.installed
+	$(BIN)/python -m infra.local.serve
+
+# The main job once, end to end, on the local stack with the bundled sample video.
+demo: $(BIN)/.installed
+	$(BIN)/python -m infra.local.demo
+
 # Operations on a deployed stack (STACK=name) or, without STACK, the local stack.
 callback-url: $(BIN)/.installed
 	@test -n "$(STACK)" || { echo "usage: make callback-url STACK=<stack name>"; exit 2; }
