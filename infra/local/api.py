@@ -240,18 +240,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             client_ip = self.client_address[0]
-            headers_in = list(self.headers.items())
+            # API Gateway adds these; a proxy or tunnel in front of the local stack knows the
+            # outside scheme and port better than this server does, so its values are kept.
+            headers_in = [(k, v) for k, v in self.headers.items() if k.lower() != "x-forwarded-for"]
             forwarded = self.headers.get("X-Forwarded-For")
-            headers_in = [
-                (k, v)
-                for k, v in headers_in
-                if k.lower() not in {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"}
-            ]
-            headers_in += [
-                ("X-Forwarded-For", f"{forwarded}, {client_ip}" if forwarded else client_ip),
-                ("X-Forwarded-Port", str(self.server.server_address[1])),
-                ("X-Forwarded-Proto", "http"),
-            ]
+            headers_in.append(("X-Forwarded-For", f"{forwarded}, {client_ip}" if forwarded else client_ip))
+            if "X-Forwarded-Proto" not in self.headers:
+                headers_in.append(("X-Forwarded-Proto", "http"))
+            if "X-Forwarded-Port" not in self.headers:
+                headers_in.append(("X-Forwarded-Port", str(self.server.server_address[1])))
             status, headers, data, tag = self.server.api.handle(
                 self.command, self.path, headers_in, body, client_ip
             )

@@ -19,6 +19,8 @@ memory only: tasks and videos are gone when the stack stops.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -142,7 +144,8 @@ class EmbeddedAws:
         from werkzeug.serving import make_server
 
         app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
-        self.server = make_server(host, port, app, threaded=True)
+        with contextlib.redirect_stderr(io.StringIO()):  # werkzeug's own busy-port note; ours is clearer
+            self.server = make_server(host, port, app, threaded=True)
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(
             target=self.server.serve_forever, args=(POLL_SECONDS,), name="moto", daemon=True
@@ -167,6 +170,11 @@ class LocalStack:
         region = user_env.get("AWS_REGION") or user_env.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.stack = Stack.from_file(template_parameters(Stack.from_file(), user_env))
         self.stack.region = region
+        for name in self.stack.functions():
+            # As Lambda puts the function's code (the template's CodeUri) on its import path.
+            code_dir = str((ROOT / self.stack.function_spec(name).get("CodeUri", ".")).resolve())
+            if code_dir not in sys.path:
+                sys.path.insert(0, code_dir)
         self.functions = [LocalFunction(self.stack, name, PREFIX) for name in self.stack.functions()]
         self.pollers: list[SqsPoller] = []
         self.schedulers: list[Scheduler] = []
@@ -212,12 +220,14 @@ class LocalStack:
         self._announce(endpoint, settings)
 
     def _bind(self, variable: str, make: Any) -> Any:
+        port = self.settings.aws_port if variable == "AWS_PORT" else self.settings.api_port
+        problem = f"cannot listen on {HOST}:{port}, the {variable}"
         try:
             return make()
         except OSError as error:
-            raise StartError(
-                f"cannot listen on {HOST} for {variable} ({error.strerror}); set {variable}"
-            ) from None
+            raise StartError(f"{problem} ({error.strerror}); set {variable} to a free port") from None
+        except SystemExit:  # werkzeug prints its own note and exits when the port is taken
+            raise StartError(f"{problem} (in use); set {variable} to a free port") from None
 
     def _create_resources(self) -> None:
         session = boto3.session.Session(region_name=self.stack.region)
@@ -345,10 +355,14 @@ class LocalStack:
         width = max(len(name) for name, _ in rows)
         lines = ["videohook local stack ready", *(f"  {name:<{width}}  {value}" for name, value in rows)]
         log.info("\n".join(lines))
-        if not settings.hmac_keys:
+        if not settings.hmac_keys and token:
             log.warning(
-                "no provider HMAC key (WEBHOOK_HMAC_KEYS): callbacks are checked by %s only",
-                "the URL token" if token else "NOTHING - anyone who can reach the API is believed",
+                "no provider HMAC key (WEBHOOK_HMAC_KEYS): callbacks are checked by the URL token only"
+            )
+        elif not settings.hmac_keys:
+            log.warning(
+                "NO CALLBACK AUTHENTICATION (CALLBACK_TOKEN empty, no WEBHOOK_HMAC_KEYS): "
+                "anyone who can reach the API is believed"
             )
 
     # --- health and stop ---------------------------------------------------------------
@@ -361,8 +375,14 @@ class LocalStack:
             "schedules": self.triggers_started and all(s.alive for s in self.schedulers),
         }
         ok = all(checks.values()) and not self.stop_event.is_set()
+        if self.stop_event.is_set():
+            status = "stopping"
+        elif not self.api.ready:
+            status = "starting"
+        else:
+            status = "ok" if ok else "degraded"  # a part has died since start: see checks
         document = {
-            "status": "ok" if ok else ("stopping" if self.stop_event.is_set() else "starting"),
+            "status": status,
             "checks": checks,
             "endpoints": {"api": f"http://{HOST}:{self.api_port}", "aws": os.environ.get("AWS_ENDPOINT_URL")},
             "outputs": self.outputs,
@@ -397,9 +417,6 @@ class LocalStack:
 def main() -> int:
     """Run until Ctrl-C or SIGTERM; 0 on a clean stop, 1 when the stack could not start."""
     logs.install()
-    code_dir = str(ROOT / "handler")
-    if code_dir not in sys.path:
-        sys.path.insert(0, code_dir)  # as Lambda puts the function's code on its path
     user_env = dict(os.environ)
     stopping = threading.Event()
 
@@ -415,8 +432,11 @@ def main() -> int:
     try:
         stack = LocalStack(LocalSettings.from_env(user_env), user_env)
         stack.start()
-    except StartError as error:
-        log.error("%s", error)
+    except Exception as error:
+        if isinstance(error, StartError):
+            log.error("%s", error)
+        else:
+            log.exception("the local stack could not start")
         if stack is not None:
             stack.stop()
         return 1
