@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from videohook.callbacks import CallbackReceiver, CallbackRequest
-from videohook.errors import VideohookError
+from videohook.errors import ProviderError, VideohookError
 from videohook.lookup import task_view
 from videohook.services import provider_client, services
 from videohook.submit import callback_url, parse_submit, submit
@@ -56,7 +56,12 @@ def answer_error(error: VideohookError) -> Response:
     if app.current_event.path.endswith("/callbacks"):
         _count_callback("Refused" if error.status < 500 else "Faulted")
     message = error.message if error.status < 500 else "the request could not be completed, retry later"
-    return _json(error.status, {"error": error.code, "message": message})
+    body: dict[str, Any] = {"error": error.code, "message": message}
+    if isinstance(error, ProviderError):
+        # SPEC: provider errors answer 502 with the provider's code and message. The client's
+        # messages are built to be shown (clipped, one line, the API key scrubbed).
+        body.update(message=error.message, provider_code=error.provider_code)
+    return _json(error.status, body)
 
 
 @app.exception_handler(Exception)

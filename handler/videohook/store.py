@@ -215,6 +215,9 @@ class TaskStore:
         expr_values.update(values or {})
         if "#st" in condition:
             names["#st"] = "status"
+        extra: dict[str, Any] = {}
+        if expr_values:  # DynamoDB refuses an empty map, and a REMOVE-only update has no values
+            extra["ExpressionAttributeValues"] = {k: _serializer.serialize(v) for k, v in expr_values.items()}
         try:
             answer = self._call(
                 "update_item",
@@ -222,8 +225,8 @@ class TaskStore:
                 UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in expr_values.items()},
                 ReturnValues="ALL_NEW",
+                **extra,
             )
         except ClientError:
             return None
