@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from videohook.errors import ConfigError, ProviderError
 
@@ -147,6 +148,17 @@ class _Secret:
         return "'***'"
 
 
+POOL_CONNECTIONS = 32
+
+
+def _pooled_session() -> requests.Session:
+    """A session whose pool fits reconcile's parallel polls (requests keeps only 10 by default)."""
+    session = requests.Session()
+    session.mount("https://", HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
+    session.mount("http://", HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
+    return session
+
+
 class ProviderClient:
     """Talks to one provider API base with one key. Thread-safe as far as `requests.Session` is.
 
@@ -172,7 +184,7 @@ class ProviderClient:
         self.base_url = base
         self.timeout = timeout
         self._key = _Secret(api_key.strip())
-        self._session = session or requests.Session()
+        self._session = session or _pooled_session()
 
     def __repr__(self) -> str:
         return f"ProviderClient(base_url={self.base_url!r}, timeout={self.timeout!r})"

@@ -298,6 +298,7 @@ def _envelope(http_status: int, code: int, msg: str, data: Any) -> tuple[int, by
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # reconcile polls in parallel; the default backlog of 5 drops connections
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
