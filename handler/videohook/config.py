@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from videohook.errors import ConfigError
-from videohook.source import SourcePolicy
+from videohook.policy import SourcePolicy
 
 MIB = 1024 * 1024
 SECRET_CACHE_SECONDS = 300

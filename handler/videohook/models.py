@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from videohook.errors import BadRequest
-from videohook.source import SourcePolicy, check_url
+from videohook.policy import SourcePolicy, check_url
 
 TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_CALLBACK_BYTES = 64 * 1024

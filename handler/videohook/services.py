@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
 from videohook import aws, config
 from videohook.config import Settings, get_settings
-from videohook.copier import VideoCopier
 from videohook.errors import ConfigError
-from videohook.provider import ProviderClient
 from videohook.queue import TransferQueue
 from videohook.store import TaskStore
-from videohook.transfers import TransferService
+
+if TYPE_CHECKING:  # the transfer and provider modules pull in an HTTP client the callback path never uses
+    from videohook.provider import ProviderClient
+    from videohook.transfers import TransferService
 
 logger = Logger(child=True)
 
@@ -61,10 +62,15 @@ def provider_client() -> ProviderClient | None:
 
 @lru_cache(maxsize=1)
 def _provider(base_url: str, api_key: str) -> ProviderClient:
+    from videohook.provider import ProviderClient
+
     return ProviderClient(base_url, api_key)
 
 
 def transfer_service() -> TransferService:
+    from videohook.copier import VideoCopier
+    from videohook.transfers import TransferService
+
     svc = services()
     settings = svc.settings
     copier = VideoCopier(

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 
 from videohook.errors import BadRequest, ProviderError, VideohookError
 from videohook.models import check_task_id, parse_json_object
-from videohook.provider import ProviderClient
 from videohook.store import TaskStore, public_record
+
+if TYPE_CHECKING:
+    from videohook.provider import ProviderClient
 
 logger = Logger(child=True)
 MAX_FIELD_CHARS = 256

@@ -28,7 +28,8 @@ from requests.adapters import HTTPAdapter
 
 from videohook import source
 from videohook.errors import LinkExpired, SourceRefused, SourceUnavailable
-from videohook.source import SourcePolicy, SourceSession, check_peer, check_url, is_public_address
+from videohook.policy import SourcePolicy, check_url, is_public_address
+from videohook.source import SourceSession, check_peer
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(64))
 PUBLIC_IP = "93.184.215.14"  # only ever in cases refused (or stubbed) before any packet leaves
