@@ -19,6 +19,8 @@ TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_CALLBACK_BYTES = 64 * 1024
 MAX_MSG_CHARS = 1000
 SUCCESS_CODE = 200
+# The provider's codes are HTTP-like; anything outside a 32-bit integer is not one of them.
+CODE_RANGE = range(-(2**31), 2**31)
 
 
 class TaskStatus(StrEnum):
@@ -51,13 +53,30 @@ class Callback:
         return self.code == SUCCESS_CODE
 
 
+def _storable(value: Any) -> bool:
+    """False for text that cannot be stored: JSON may escape lone surrogates ("\\ud800")."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
 def parse_json_object(body: bytes | str) -> dict[str, Any]:
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_shape")
+    if not _storable(document):
+        raise BadRequest("the body contains text that is not valid Unicode", code="invalid_json")
     return document
 
 
@@ -65,8 +84,8 @@ def parse_callback(body: bytes | str, policy: SourcePolicy) -> Callback:
     """Validate a callback body as SPEC.md says; unknown extra fields are ignored."""
     document = parse_json_object(body)
     code = document.get("code")
-    if not isinstance(code, int) or isinstance(code, bool):
-        raise BadRequest("code must be an integer", code="invalid_code")
+    if not isinstance(code, int) or isinstance(code, bool) or code not in CODE_RANGE:
+        raise BadRequest("code must be an integer (32-bit)", code="invalid_code")
     msg = document.get("msg")
     if msg is None:
         msg = ""

@@ -10,10 +10,8 @@ task table keeps what earlier examples recorded: later examples meet known tasks
 state (duplicates, failures after successes, and so on). A failure found this way may need
 the earlier examples to replay; hypothesis prints the falsifying one.
 
-Inputs that hit a known bug (see the xfail tests at the end) are excluded with `assume`
-by `known_bug`, so these properties keep guarding everything else; remove an entry from
-`known_bug` when its bug is fixed. Generated strings are valid Unicode (hypothesis' default):
-lone surrogates, which a JSON body can carry as `\\udXXX` escapes, are one of those bugs.
+Generated strings are valid Unicode (hypothesis' default); lone surrogates, which a JSON
+body can carry as `\\udXXX` escapes, are covered by the examples at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from typing import Any
 
 import hypothesis
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.provisional import domains, urls
 
@@ -37,7 +35,6 @@ CLIENT_STATUSES = {200, 400, 401, 413, 415}
 # Digits str.isdigit() accepts and int() reads: a Unix time in other scripts (never valid).
 ARABIC_INDIC_STAMP = "\u0661\u0667" + "\u0660" * 8
 FULLWIDTH_STAMP = "\uff11\uff17" + "\uff10" * 8
-DYNAMODB_MAX_DIGITS = 38
 PROPERTY = settings(
     max_examples=100,
     deadline=None,
@@ -245,7 +242,8 @@ def make_event(
         headers[names["timestamp"]] = stamp
     if signature is not None:
         kind, value = signature
-        signed_id = task_id if isinstance(task_id, str) else ""
+        # Only ASCII ids can be valid (and encoded to sign); others are refused before the check.
+        signed_id = task_id if isinstance(task_id, str) and task_id.isascii() else ""
         if kind == "good":
             value = sign(HMAC_KEY, signed_id, stamp or "")
         elif kind == "other-key":
@@ -275,25 +273,8 @@ def make_event(
     return event
 
 
-def known_bug(event: dict[str, Any]) -> str | None:
-    """Why this input would hit a known bug (one of the xfail tests below), else None."""
-    body = event.get("body") or ""
-    try:
-        if event.get("isBase64Encoded"):
-            body = base64.b64decode(body, validate=True).decode()
-        document = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(document, dict):
-        code = document.get("code")
-        if isinstance(code, int) and not isinstance(code, bool) and len(str(abs(code))) > DYNAMODB_MAX_DIGITS:
-            return "code over DynamoDB's 38 digits"  # test_code_over_38_digits_is_not_a_fault
-    return None
-
-
 def invoke_and_check(world: AwsWorld, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Run the handler; assert the answer is a client status with the documented body."""
-    assume(known_bug(event) is None)
     answer = ingest.lambda_handler(event, LambdaContext())
     status = answer["statusCode"]
     raw = answer["body"]
@@ -422,7 +403,7 @@ def test_random_credentials_headers_and_queries_never_fault(world: AwsWorld) -> 
     run()
 
 
-# --- examples found by the properties above (the xfail ones are open bugs) -----------------
+# --- examples the properties above found (each was a 500 before its fix) --------------------
 
 
 def _answer(event: dict[str, Any]) -> int:
@@ -441,12 +422,6 @@ def test_timestamp_of_non_ascii_digits_answers_401(world: AwsWorld) -> None:
         assert _answer(event) == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a failure callback whose integer code has more than 38 digits passes "
-    "parse_callback, then boto3's TypeSerializer raises decimal.Rounded when the store "
-    "writes provider_code -> 500 internal_error (the provider retries it forever)",
-)
 @pytest.mark.parametrize("code", [10**38, -(10**40), 10**300], ids=["1e38", "-1e40", "1e300"])
 def test_code_over_38_digits_is_not_a_fault(world: AwsWorld, code: int) -> None:
     body = {"code": code, "msg": "m", "data": {"task_id": "task-big"}}
@@ -454,13 +429,6 @@ def test_code_over_38_digits_is_not_a_fault(world: AwsWorld, code: int) -> None:
     assert _answer(event) in {200, 400}  # refused, or recorded some other way
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lone surrogate sent as a JSON escape ('\\ud800', valid JSON) in msg or in "
-    "video_url's path passes validation and cannot be stored: moto raises UnicodeEncodeError "
-    "-> 500 internal_error; botocore sends it to real DynamoDB as a '\\ud800' JSON escape, which "
-    "cannot be stored as UTF-8 either (expected: refused -> AwsFault -> 500; not verified on AWS)",
-)
 @pytest.mark.parametrize(
     ("msg", "url"),
     [("\ud800", "https://cdn.example.com/v.mp4"), ("ok", "https://cdn.example.com/\udc80")],
