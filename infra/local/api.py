@@ -298,6 +298,9 @@ class ApiServer(ThreadingHTTPServer):
     """One thread per connection; request threads never keep the process alive."""
 
     daemon_threads = True
+    # API Gateway takes bursts; socketserver's default backlog of 5 refused connections when
+    # 20 senders called back at once (the reliability suite's callback storm).
+    request_queue_size = 128
 
     def __init__(self, host: str, port: int, api: LocalApi) -> None:
         self.api = api

@@ -12,10 +12,17 @@ package (settings, clients, services) is imported once and shared, as within a s
 What is not isolated (all copies share one process): `os.environ`, Powertools' logger
 keys and its metric set. Under concurrent invocations a log line may carry another
 invocation's keys; the `[function]` tag on each line is always right.
+
+Nor is Powertools' REST resolver: it keeps the current request on a class attribute
+shared by every copy of every module (`BaseRouter.current_event`), so two API invocations
+at once read each other's requests - the reliability suite's callback storm saw callbacks
+counted on the wrong task. Functions with `Api` events are therefore invoked one at a
+time (they answer in milliseconds); deployed, each invocation has a process to itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -87,6 +94,11 @@ class LocalFunction:
         self.arn = f"arn:aws:lambda:{stack.region}:{stack.account}:function:{self.name}"
         self.events: dict[str, Any] = spec.get("Events", {})
         self.stats = Stats()
+        # One API invocation at a time: Powertools' resolver state is process-wide (see above).
+        api = any(event.get("Type") == "Api" for event in self.events.values())
+        self._serial: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if api else contextlib.nullcontext()
+        )
         self._idle: list[Handler] = []
         self._lock = threading.Lock()
         self._source: str | None = None
@@ -119,6 +131,10 @@ class LocalFunction:
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """Run one invocation in an idle sandbox; the handler's exception propagates, logged."""
+        with self._serial:
+            return self._invoke(event)
+
+    def _invoke(self, event: dict[str, Any]) -> Any:
         with self._lock:
             handler = self._idle.pop() if self._idle else None
         if handler is None:

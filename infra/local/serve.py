@@ -12,6 +12,13 @@ api.py, triggers.py). Configured by SPEC.md's variables (environment.py) and:
     LOCAL_RETRY_SECONDS         a failed SQS message is retried after this (default 2)
     LOCAL_TRANSFER_CONCURRENCY  SQS worker threads, at most the template's cap (default 4)
     LOCAL_RECONCILE_SECONDS     schedule period (default: the template's rate, 60 s)
+    LOCAL_TRANSFER_PROCESSES    run the SQS workers in this many supervised child processes
+                                instead of threads (default 0: threads; see worker.py)
+    LOCAL_VISIBILITY_SECONDS    receive SQS messages with this visibility timeout, extended by
+                                a heartbeat while their handler runs (default with processes:
+                                2 x TRANSFER_LEASE_SECONDS + 4; otherwise the queue's own)
+    LOCAL_FAULTS                true: inject AWS faults on request (POST /_local/faults on the
+                                AWS port; see faults.py). Local testing only.
 
 Ctrl-C or SIGTERM stops everything and exits 0. The embedded AWS keeps its state in
 memory only: tasks and videos are gone when the stack stops.
@@ -42,8 +49,10 @@ from infra.local.environment import (
     secret_overrides,
     template_parameters,
 )
+from infra.local.faults import FaultInjector
 from infra.local.lambdas import LocalFunction
 from infra.local.triggers import Scheduler, SqsPoller, rate_seconds
+from infra.local.worker import WorkerPool, default_visibility_seconds, min_visibility_seconds
 from infra.template import ROOT, Stack
 
 HOST = "127.0.0.1"
@@ -55,6 +64,15 @@ log = logging.getLogger("infra.local")
 
 class StartError(Exception):
     """A problem that stops the local stack from starting; its text is the one line shown."""
+
+
+def _bool_env(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise StartError(f"{name} must be true or false, got {raw[:40]!r}")
 
 
 def _int_env(env: dict[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
@@ -75,6 +93,9 @@ class LocalSettings:
     retry_seconds: int = 2
     transfer_concurrency: int = 4
     schedule_seconds: int | None = None
+    transfer_processes: int = 0
+    visibility_seconds: int | None = None
+    faults: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> LocalSettings:
@@ -84,6 +105,9 @@ class LocalSettings:
             retry_seconds=_int_env(env, "LOCAL_RETRY_SECONDS", 2) or 0,
             transfer_concurrency=_int_env(env, "LOCAL_TRANSFER_CONCURRENCY", 4, minimum=1) or 1,
             schedule_seconds=_int_env(env, "LOCAL_RECONCILE_SECONDS", None, minimum=1),
+            transfer_processes=_int_env(env, "LOCAL_TRANSFER_PROCESSES", 0) or 0,
+            visibility_seconds=_int_env(env, "LOCAL_VISIBILITY_SECONDS", None, minimum=1),
+            faults=_bool_env(env, "LOCAL_FAULTS"),
         )
 
 
@@ -139,11 +163,14 @@ class EmbeddedAws:
     forever when the port is taken.)
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, faults: bool = False) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
-        app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+        app: Any = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self.faults: FaultInjector | None = None
+        if faults:  # LOCAL_FAULTS=true only: answers chosen calls with errors (faults.py)
+            app = self.faults = FaultInjector(app)
         with contextlib.redirect_stderr(io.StringIO()):  # werkzeug's own busy-port note; ours is clearer
             self.server = make_server(host, port, app, threaded=True)
         self.port = int(self.server.server_address[1])
@@ -176,7 +203,8 @@ class LocalStack:
             if code_dir not in sys.path:
                 sys.path.insert(0, code_dir)
         self.functions = [LocalFunction(self.stack, name, PREFIX) for name in self.stack.functions()]
-        self.pollers: list[SqsPoller] = []
+        self.pollers: list[SqsPoller | WorkerPool] = []
+        self.visibility_seconds: int | None = settings.visibility_seconds
         self.schedulers: list[Scheduler] = []
         self.aws: EmbeddedAws | None = None
         self.resources_ready = False
@@ -194,7 +222,9 @@ class LocalStack:
         threading.Thread(
             target=self.http.serve_forever, args=(POLL_SECONDS,), name="api", daemon=True
         ).start()
-        self.aws = self._bind("AWS_PORT", lambda: EmbeddedAws(HOST, self.settings.aws_port))
+        self.aws = self._bind(
+            "AWS_PORT", lambda: EmbeddedAws(HOST, self.settings.aws_port, self.settings.faults)
+        )
         self.aws.start()
         endpoint = f"http://{HOST}:{self.aws.port}"
         for name, value in aws_environment(endpoint, self.stack.region).items():
@@ -206,6 +236,7 @@ class LocalStack:
         # Powertools warns on every invocation that adds no metric; locally that is noise.
         warnings.filterwarnings("ignore", "No application metrics to publish")
         settings = self._check_configuration()
+        self._check_visibility(settings.lease_seconds)
         for function in self.functions:
             try:
                 function.load()
@@ -273,6 +304,19 @@ class LocalStack:
         except ConfigError as error:
             raise StartError(f"bad configuration: {getattr(error, 'message', error)}") from None
 
+    def _check_visibility(self, lease_seconds: int) -> None:
+        """With worker processes, a killed worker's message must come back after its lease ends."""
+        if self.settings.transfer_processes and self.visibility_seconds is None:
+            self.visibility_seconds = default_visibility_seconds(lease_seconds)
+        if self.visibility_seconds is not None and self.visibility_seconds < min_visibility_seconds(
+            lease_seconds
+        ):
+            raise StartError(
+                f"LOCAL_VISIBILITY_SECONDS must be at least {min_visibility_seconds(lease_seconds)} "
+                f"(2 x (TRANSFER_LEASE_SECONDS + 1)), got {self.visibility_seconds}: a killed worker's "
+                "message would come back while its lease still holds, and be dropped"
+            )
+
     def _start_triggers(self) -> None:
         for function in self.functions:
             for event_name, event in function.events.items():
@@ -286,9 +330,12 @@ class LocalStack:
                     log.warning("%s: %s events are not emulated locally", function.logical_id, event["Type"])
         for trigger in [*self.pollers, *self.schedulers]:
             trigger.start()
+        for poller in self.pollers:
+            if isinstance(poller, WorkerPool) and not poller.wait_ready(STOP_TIMEOUT_SECONDS * 3):
+                raise StartError(f"{poller.function.tag}: its worker processes did not start (see above)")
         self.triggers_started = True
 
-    def _poller(self, function: LocalFunction) -> SqsPoller:
+    def _poller(self, function: LocalFunction) -> SqsPoller | WorkerPool:
         props = self.stack.sqs_event(function.logical_id)
         arn = props["Queue"]
         logical = next(
@@ -303,18 +350,33 @@ class LocalStack:
         cap = int(
             props.get("ScalingConfig", {}).get("MaximumConcurrency", self.settings.transfer_concurrency)
         )
+        concurrency = max(1, min(self.settings.transfer_concurrency, cap))
+        spec: dict[str, Any] = {
+            "queue_url": url,
+            "queue_arn": arn,
+            "batch_size": int(props.get("BatchSize", 10)),
+            "reports_failures": "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+            "retry_seconds": self.settings.retry_seconds,
+            "max_receives": max_receives,
+            "visibility_seconds": self.visibility_seconds,
+        }
+        processes = self.settings.transfer_processes
+        if processes:
+            # The poller threads are spread over the processes (at least one each).
+            spec.update(
+                function=function.logical_id,
+                prefix=PREFIX,
+                region=self.stack.region,
+                concurrency=max(1, -(-concurrency // processes)),
+            )
+            return WorkerPool(function, spec, processes, self.stop_event)
         return SqsPoller(
             function=function,
             sqs=sqs,
-            queue_url=url,
-            queue_arn=arn,
             region=self.stack.region,
-            batch_size=int(props.get("BatchSize", 10)),
-            reports_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
-            concurrency=max(1, min(self.settings.transfer_concurrency, cap)),
-            retry_seconds=self.settings.retry_seconds,
-            max_receives=max_receives,
+            concurrency=concurrency,
             stop=self.stop_event,
+            **spec,
         )
 
     def _scheduler(self, function: LocalFunction, event_name: str, props: dict[str, Any]) -> Scheduler | None:
@@ -344,13 +406,28 @@ class LocalStack:
             *((name, value) for name, value in self.outputs.items() if name != "ApiBaseUrl"),
         ]
         for poller in self.pollers:
+            if isinstance(poller, WorkerPool):
+                spec = poller.spec
+                where = (
+                    f"{poller.concurrency} worker(s) in {len(poller.slots)} process(es), pids "
+                    + ", ".join(str(w["pid"]) for w in poller.describe())
+                )
+                batch, receives, retry = spec["batch_size"], spec["max_receives"], spec["retry_seconds"]
+            else:
+                where = f"{poller.concurrency} worker(s)"
+                batch, receives, retry = poller.batch_size, poller.max_receives, poller.retry_seconds
+            visibility = (
+                f", visibility {self.visibility_seconds} s with heartbeat" if self.visibility_seconds else ""
+            )
             rows.append(
                 (
                     poller.function.tag,
-                    f"{poller.concurrency} worker(s), batch {poller.batch_size}, dead-letter after "
-                    f"{poller.max_receives} receives, failed messages retried after {poller.retry_seconds} s",
+                    f"{where}, batch {batch}, dead-letter after {receives} receives, "
+                    f"failed messages retried after {retry} s{visibility}",
                 )
             )
+        if self.settings.faults:
+            rows.append(("faults", f"LOCAL_FAULTS on: POST {endpoint}/_local/faults (local testing only)"))
         rows += [(s.function.tag, f"every {s.period:g} s") for s in self.schedulers]
         width = max(len(name) for name, _ in rows)
         lines = ["videohook local stack ready", *(f"  {name:<{width}}  {value}" for name, value in rows)]
@@ -388,6 +465,9 @@ class LocalStack:
             "outputs": self.outputs,
             "functions": {f.tag: vars(f.stats) for f in self.functions},
         }
+        pools = [p for p in self.pollers if isinstance(p, WorkerPool)]
+        if pools:
+            document["worker_processes"] = {p.function.tag: p.describe() for p in pools}
         return (200 if ok else 503), document
 
     def stop(self) -> None:

@@ -13,6 +13,12 @@ made visible again after `LOCAL_RETRY_SECONDS` (default 2) with ChangeMessageVis
 The message is still received with the queue's own visibility timeout, so a long copy is
 never delivered twice while it runs.
 
+A second one, only when asked for (`visibility_seconds`, from `LOCAL_VISIBILITY_SECONDS`;
+always on with `LOCAL_TRANSFER_PROCESSES`, see worker.py for why): messages are received
+with that shorter visibility timeout, and a heartbeat extends it every quarter of it for
+as long as their handler runs. A live copy is still never delivered twice; a worker that
+is killed stops its heartbeat, and its messages come back within `visibility_seconds`.
+
 `Scheduler` invokes a function with EventBridge's scheduled event every period.
 """
 
@@ -20,10 +26,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +40,7 @@ from infra.local.lambdas import LocalFunction
 
 log = logging.getLogger("infra.local")
 LONG_POLL_SECONDS = 1  # short, so that stopping never waits long for an empty receive
+HEARTBEATS_PER_VISIBILITY = 4  # the heartbeat extends the visibility every quarter of it
 
 
 def _message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +107,8 @@ class SqsPoller:
     retry_seconds: int
     max_receives: int | None
     stop: threading.Event
+    visibility_seconds: int | None = None  # None: the queue's own, and no heartbeat
+    on_change: Callable[[dict[str, str]], None] | None = None  # told what is in flight, on every change
 
     def __post_init__(self) -> None:
         self.threads = [
@@ -106,6 +117,7 @@ class SqsPoller:
         ]
         self._busy = 0
         self._idle = threading.Condition()
+        self.in_flight: dict[str, str] = {}  # message id -> its task id (or message id), being handled
 
     def drain(self, timeout: float) -> bool:
         """After `stop`: wait for batches being processed; idle long-polls are not waited for."""
@@ -123,12 +135,14 @@ class SqsPoller:
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
+                visibility = {"VisibilityTimeout": self.visibility_seconds} if self.visibility_seconds else {}
                 answer = self.sqs.receive_message(
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=self.batch_size,
                     WaitTimeSeconds=LONG_POLL_SECONDS,
                     MessageSystemAttributeNames=["All"],
                     MessageAttributeNames=["All"],
+                    **visibility,
                 )
                 messages = answer.get("Messages", [])
                 with self._idle:
@@ -150,10 +164,15 @@ class SqsPoller:
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         ids = [m["MessageId"] for m in messages]
         event = {"Records": [sqs_record(m, self.queue_arn, self.region) for m in messages]}
+        self._track(messages, True)
         try:
-            failed = failed_ids(self.function.invoke(event), ids, self.reports_failures)
-        except Exception:
-            failed = set(ids)  # an unhandled error fails the whole batch
+            with _Heartbeat(self, messages):
+                try:
+                    failed = failed_ids(self.function.invoke(event), ids, self.reports_failures)
+                except Exception:
+                    failed = set(ids)  # an unhandled error fails the whole batch
+        finally:
+            self._track(messages, False)
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
             self.sqs.delete_message_batch(
@@ -188,6 +207,70 @@ class SqsPoller:
                 self.max_receives or "unlimited",
                 after,
             )
+
+    def _track(self, messages: list[dict[str, Any]], started: bool) -> None:
+        """Keep `in_flight` current and tell `on_change` (a worker process reports it to serve)."""
+        with self._idle:
+            for message in messages:
+                if started:
+                    self.in_flight[message["MessageId"]] = _task_of(message)
+                else:
+                    self.in_flight.pop(message["MessageId"], None)
+            snapshot = dict(self.in_flight)
+        if self.on_change is not None:
+            with contextlib.suppress(Exception):
+                self.on_change(snapshot)
+
+
+def _task_of(message: dict[str, Any]) -> str:
+    """The task a transfer message is about (its body's task_id), else the message id."""
+    try:
+        body = json.loads(message.get("Body") or "")
+    except ValueError:
+        body = None
+    task_id = body.get("task_id") if isinstance(body, dict) else None
+    return str(task_id) if task_id else str(message["MessageId"])
+
+
+class _Heartbeat:
+    """While a batch is handled, extend its messages' visibility every quarter of it.
+
+    Only with `visibility_seconds`: the batch was received with that short timeout, and
+    would otherwise be delivered again while its handler still runs.
+    """
+
+    def __init__(self, poller: SqsPoller, messages: list[dict[str, Any]]) -> None:
+        self.poller = poller
+        self.messages = messages
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if self.poller.visibility_seconds:
+            self.thread = threading.Thread(
+                target=self._run, name=f"{self.poller.function.tag}-heartbeat", daemon=True
+            )
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _run(self) -> None:
+        visibility = int(self.poller.visibility_seconds or 0)
+        while not self.done.wait(visibility / HEARTBEATS_PER_VISIBILITY):
+            try:
+                self.poller.sqs.change_message_visibility_batch(
+                    QueueUrl=self.poller.queue_url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": visibility}
+                        for n, m in enumerate(self.messages)
+                    ],
+                )
+            except Exception as error:  # the next beat tries again; the handler goes on
+                log.warning("%s: visibility heartbeat failed: %s", self.poller.function.tag, error)
 
 
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
