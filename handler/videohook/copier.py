@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger
 from videohook.errors import SourceUnavailable, VideoRejected
 from videohook.mp4 import Mp4Checker, Mp4Info
 from videohook.source import SourceSession, describe_url
-from videohook.upload import MultipartUpload
+from videohook.upload import MultipartUpload, abort_orphaned_uploads
 
 logger = Logger(child=True)
 
@@ -195,6 +195,8 @@ class VideoCopier:
 
     def copy(self, task_id: str, url: str, source: SourceSession, progress: ProgressFn) -> CopyResult:
         """Stream `url` to `videos/{task_id}.mp4`; raises (after aborting) on any failure."""
+        # An upload a dead worker left open for this key goes first (the caller holds the lease).
+        abort_orphaned_uploads(self.s3, self.bucket, video_key(task_id))
         stream = _Stream(source, url, self.max_bytes)
         stream.open()
         checker = Mp4Checker()

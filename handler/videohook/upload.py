@@ -162,6 +162,44 @@ class MultipartUpload:
         logger.error("multipart upload left open; the bucket lifecycle rule will remove it within a day")
 
 
+def abort_orphaned_uploads(s3: Any, bucket: str, key: str) -> int:
+    """Abort every multipart upload of `key` still open; returns how many were aborted.
+
+    A worker that dies mid-copy (a Lambda stopped at its timeout, a local worker killed)
+    never runs its abort: its upload stays open, its parts billed, until the bucket's
+    lifecycle rule removes it a day later. Only the holder of the task's lease writes the
+    task's key, so an upload of the key found open by the holder belongs to a worker that
+    lost its lease: aborting it leaves nothing behind, and also stops that worker, should it
+    still be alive, from completing a second version. Best effort: a failure to list or
+    abort is logged and the copy goes on (the lifecycle rule stays the last resort).
+    """
+    aborted = 0
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+    try:
+        while True:
+            answer = s3.list_multipart_uploads(**kwargs)
+            for upload in answer.get("Uploads", []):
+                if upload.get("Key") != key:
+                    continue  # another key that merely starts with this one
+                try:
+                    s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+                    aborted += 1
+                except ClientError as exc:
+                    if _error_code(exc) != "NoSuchUpload":  # gone meanwhile: fine
+                        raise
+            if not answer.get("IsTruncated"):
+                break
+            kwargs.update(KeyMarker=answer["NextKeyMarker"], UploadIdMarker=answer["NextUploadIdMarker"])
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning(
+            "open multipart uploads of the video could not be cleaned up; the lifecycle rule will",
+            extra={"error": _error_code(exc), "aborted": aborted},
+        )
+    if aborted:
+        logger.warning("aborted multipart uploads left open by an earlier attempt", extra={"aborted": aborted})
+    return aborted
+
+
 def _error_code(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "unknown"))
