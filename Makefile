@@ -29,6 +29,11 @@ serve: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m infra.local.demo
 
+# Issue 7's reliability scenarios at full size, against the local stack from the outside
+# (tests/reliability; `make test` runs them at CI size). Prints a summary table per scenario.
+reliability: $(BIN)/.installed
+	$(BIN)/python -m infra.reliability
+
 # Operations on a deployed stack (STACK=name) or, without STACK, the local stack.
 callback-url: $(BIN)/.installed
 	@test -n "$(STACK)" || { echo "usage: make callback-url STACK=<stack name>"; exit 2; }

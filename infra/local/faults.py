@@ -15,8 +15,9 @@ since S3 forbids underscores in bucket names):
     DELETE /_local/faults  remove every rule
 
 A rule fails the next `count` calls of `operation` (after letting `after` matching calls
-through) whose path and query, or JSON body, contain `contains` (when given). Operations
-are named as in the AWS API: S3 calls are recognised by method and query (`UploadPart` is
+through) whose path and query, or JSON body, contain `contains` (when given; a list: every
+string in it). The query is matched as `?&a=1&b=2&`, so `["videos/t.mp4", "&partNumber=2&"]`
+picks one part of one upload. Operations are named as in the AWS API: S3 calls are recognised by method and query (`UploadPart` is
 a PUT with `partNumber`; `CreateMultipartUpload` a POST with `uploads`, and so on), the
 JSON-protocol services (DynamoDB, SQS, Secrets Manager) by their `X-Amz-Target` header.
 """
@@ -48,7 +49,7 @@ class FaultRule:
     operation: str
     count: int = 1
     status: int = 500
-    contains: str | None = None
+    contains: str | list[str] | None = None
     after: int = 0
     code: str | None = None
     seen: int = 0  # matching calls so far
@@ -68,7 +69,14 @@ class FaultRule:
         )
         if rule.count < 1 or rule.after < 0 or not 400 <= rule.status <= 599:
             raise ValueError("count must be at least 1, after at least 0, status a 4xx or 5xx")
+        pieces = [rule.contains] if isinstance(rule.contains, str) else rule.contains or []
+        if not isinstance(pieces, list) or not all(isinstance(p, str) for p in pieces):
+            raise ValueError("contains must be a string or a list of strings")
         return rule
+
+    def matches(self, text: str) -> bool:
+        pieces = [self.contains] if isinstance(self.contains, str) else self.contains or []
+        return all(piece in text for piece in pieces)
 
 
 def s3_operation(method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
@@ -119,9 +127,7 @@ class FaultInjector:
         if rule is None:
             return self.app(environ, start_response)
         _drain(environ)
-        log.warning(
-            "fault injected: %s %s answered %d (%s)", service, operation, rule.status, rule.contains or ""
-        )
+        log.warning("fault injected: %s %s answered %d (%s)", service, operation, rule.status, rule.contains)
         return self._fault(service, rule, start_response)
 
     # --- which call is this ------------------------------------------------------------------
@@ -146,12 +152,12 @@ class FaultInjector:
             candidates = [r for r in self.rules if r.operation == operation and r.failed < r.count]
         if not candidates:
             return None
-        text = environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", "")
+        text = environ.get("PATH_INFO", "") + "?&" + environ.get("QUERY_STRING", "") + "&"
         if any(r.contains for r in candidates) and environ.get("HTTP_X_AMZ_TARGET"):
             text += "\n" + _buffer_body(environ).decode("utf-8", "replace")  # JSON bodies are small
         with self.lock:
             for rule in candidates:
-                if rule.contains and rule.contains not in text:
+                if not rule.matches(text):
                     continue
                 if rule.failed >= rule.count:
                     continue

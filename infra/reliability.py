@@ -1,0 +1,126 @@
+"""`make reliability`: the reliability scenarios at full size against the local stack.
+
+    PYTHONPATH=handler:. python -m infra.reliability [--size full|ci] [--only 1,3] [--logs DIR]
+
+Starts the local stacks the scenarios need (`python -m infra.local.serve` subprocesses on
+free ports; see tests/reliability/harness.py), runs every scenario of
+tests/reliability/scenarios.py, and prints a summary row per scenario (tried, passed, lost,
+seconds) with the checks every scenario ends with, then the hostile-input table. Exit 0
+when every scenario passed, 1 otherwise (each problem is printed in words). The stacks'
+logs are kept in --logs (default: a new temporary directory, named at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.reliability.harness import Result, Stacks
+from tests.reliability.scenarios import CI, FULL, SCENARIOS
+
+SIZES = {"full": FULL, "ci": CI}
+
+
+NUMERIC = {"tried", "passed", "lost", "seconds", "as expected"}
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain-text table; the count columns are right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    right = [name in NUMERIC for name in header]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
+
+
+def summary(results: list[Result]) -> str:
+    rows = [
+        [
+            r.name,
+            r.unit,
+            str(r.tried),
+            str(r.passed),
+            str(r.lost),
+            f"{r.seconds:.1f}",
+            "ok" if r.ok else "FAILED",
+        ]
+        for r in results
+    ]
+    return table(rows, ["scenario", "unit", "tried", "passed", "lost", "seconds", "result"])
+
+
+def checks(result: Result) -> str:
+    lines = []
+    for name, value in result.checks.items():
+        if name == "categories":
+            continue
+        lines.append(f"    {name}: {value}")
+    return "\n".join(lines)
+
+
+def hostile_table(results: list[Result]) -> str:
+    rows: list[list[str]] = []
+    for result in results:
+        for name, expected, tried, passed, example in result.checks.get("categories", []):
+            rows.append([name, expected, str(tried), str(passed), example[:50]])
+    return table(rows, ["hostile input", "expected", "tried", "as expected", "e.g."]) if rows else ""
+
+
+def run(size: str, only: set[int] | None, log_dir: Path | None) -> int:
+    sizes = SIZES[size]
+    results: list[Result] = []
+    started = time.monotonic()
+    with Stacks(log_dir) as stacks:
+        print(f"reliability ({size} size); stack logs in {stacks.log_dir}", flush=True)
+        for scenario in SCENARIOS:
+            number = int(scenario.__name__ and SCENARIOS.index(scenario) + 1)
+            if only and number not in only:
+                continue
+            print(f"--- {scenario.__name__} ...", flush=True)
+            try:
+                result = scenario(stacks, sizes)
+            except Exception as error:  # a scenario that crashes still gets its row
+                result = Result(
+                    scenario.__name__, "-", problems=[f"crashed: {type(error).__name__}: {error}"]
+                )
+            results.append(result)
+            print(
+                f"    {result.name}: {result.passed}/{result.tried} passed, {result.lost} lost, {result.seconds:.1f} s"
+            )
+            print(checks(result))
+            for problem in result.problems[:40]:
+                print(f"    PROBLEM {problem}")
+    print()
+    print(summary(results))
+    hostile = hostile_table(results)
+    if hostile:
+        print()
+        print(hostile)
+    ok = all(r.ok for r in results)
+    print(
+        f"\n{'all scenarios passed' if ok else 'SOME SCENARIOS FAILED'} in {time.monotonic() - started:.0f} s"
+    )
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--only", help="comma-separated scenario numbers (1-5 in the order they run)")
+    parser.add_argument("--logs", type=Path, help="directory for the stacks' logs")
+    args: Any = parser.parse_args(argv)
+    only = {int(n) for n in args.only.split(",")} if args.only else None
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
+    return run(args.size, only, args.logs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
