@@ -20,8 +20,9 @@ from aws_lambda_powertools import Logger
 from videohook.copier import CopyResult, VideoCopier
 from videohook.errors import GenerationFailed, LeaseLost, TransferError, VideohookError
 from videohook.models import TaskStatus
+from videohook.policy import SourcePolicy
 from videohook.provider import ProviderClient
-from videohook.source import SourcePolicy, SourceSession
+from videohook.source import SourceSession
 from videohook.store import StoredVideo, TaskStore
 
 logger = Logger(child=True)
