@@ -29,6 +29,11 @@ serve: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m infra.local.demo
 
+# Transfer throughput and peak RSS vs boto3 upload_fileobj on a moto server (not in the tests;
+# bench/transfer_bench.py). BENCH_ARGS="--quick" for 256 MiB, "--help" for the rest.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.transfer_bench $(BENCH_ARGS)
+
 # Issue 7's reliability scenarios at full size, against the local stack from the outside
 # (tests/reliability; `make test` runs them at CI size). Prints a summary table per scenario.
 reliability: $(BIN)/.installed

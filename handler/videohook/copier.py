@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger
 from videohook.errors import SourceUnavailable, VideoRejected
 from videohook.mp4 import Mp4Checker, Mp4Info
 from videohook.source import SourceSession, describe_url
-from videohook.upload import MultipartUpload, abort_orphaned_uploads
+from videohook.upload import MultipartUpload, PartBody, abort_orphaned_uploads
 
 logger = Logger(child=True)
 
@@ -174,7 +174,12 @@ class _Stream:
 
 
 class VideoCopier:
-    """Copies one task's video; memory is bounded by part size x (concurrency + 2)."""
+    """Copies one task's video; memory is bounded by part size x concurrency.
+
+    The part being filled counts against the concurrency: once a part is handed over, the
+    source is read on only when fewer than `concurrency` parts are in flight. So a video of
+    any length holds at most `concurrency` parts, no more than a video of just that many parts.
+    """
 
     def __init__(
         self,
@@ -212,7 +217,9 @@ class VideoCopier:
         )
         try:
             with upload:
-                part = bytearray()
+                # The part being filled, kept as the chunks themselves: never joined (PartBody).
+                pieces: list[bytes | memoryview] = []
+                pending = 0
                 last_report = self.clock()
                 progress(0, stream.content_length)
                 for chunk in stream.chunks(lambda: digest.copy().digest()):
@@ -221,10 +228,12 @@ class VideoCopier:
                     self._take(stream, chunk)
                     checker.feed(chunk)
                     digest.update(chunk)
-                    part += chunk
-                    if len(part) >= self.part_bytes:
-                        upload.add_part(bytes(part[: self.part_bytes]))
-                        del part[: self.part_bytes]
+                    pieces.append(chunk)
+                    pending += len(chunk)
+                    while pending >= self.part_bytes:
+                        upload.add_part(PartBody(_take_first(pieces, self.part_bytes)))
+                        pending -= self.part_bytes
+                        upload.wait_for_room()
                     if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
                         progress(stream.received, stream.content_length)
                         last_report = self.clock()
@@ -234,8 +243,8 @@ class VideoCopier:
                         f"received {stream.received} bytes but the source announced {stream.content_length}",
                         code="length_mismatch",
                     )
-                if part:
-                    upload.add_part(bytes(part))
+                if pending:
+                    upload.add_part(PartBody(_take_first(pieces, pending)))
                 progress(stream.received, stream.content_length)
                 completed = upload.complete()
         finally:
@@ -261,6 +270,23 @@ class VideoCopier:
             raise VideoRejected(
                 f"the video is over the limit of {self.max_bytes} bytes", code="video_too_large"
             )
+
+
+def _take_first(pieces: list[bytes | memoryview], size: int) -> list[bytes | memoryview]:
+    """Remove the first `size` bytes from `pieces`, without copying any (a chunk is split by views)."""
+    taken: list[bytes | memoryview] = []
+    need = size
+    while need:
+        piece = pieces[0]
+        if len(piece) <= need:
+            taken.append(pieces.pop(0))
+            need -= len(piece)
+        else:
+            view = memoryview(piece)
+            taken.append(view[:need])
+            pieces[0] = view[need:]
+            need = 0
+    return taken
 
 
 def _int_header(response: requests.Response, name: str) -> int | None:

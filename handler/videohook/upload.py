@@ -13,7 +13,10 @@ upload and its parts (the bucket's lifecycle rule is only the last resort).
 from __future__ import annotations
 
 import base64
+import io
 import zlib
+from bisect import bisect_right
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +31,81 @@ CHECKSUM_ALGORITHM = "CRC32"
 ABORT_TRIES = 3
 
 
-def crc32_checksum(data: bytes) -> str:
+def crc32_checksum(data: bytes | PartBody) -> str:
     """S3's CRC32 additional checksum: the big-endian CRC, base64-encoded."""
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    crc = data.crc32() if isinstance(data, PartBody) else zlib.crc32(data)
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+
+class PartBody(io.BufferedIOBase):
+    """One part's bytes as the chunks they arrived in, read like a seekable file.
+
+    Why: joining the chunks into one part-sized bytes object costs a copy of every byte and
+    one part-sized allocation per part; freed in another order than they were made, those
+    allocations fragment the heap, and the process's RSS creeps up with the video's length.
+    botocore sends, signs and (for a retry) rewinds a seekable body by reading it in small
+    blocks, so the part never has to exist in one piece. The chunks must not change while
+    the part is being sent (bytes, or views of bytes, never change).
+    """
+
+    def __init__(self, pieces: Sequence[bytes | memoryview]) -> None:
+        super().__init__()
+        self._pieces = [memoryview(piece).cast("B") for piece in pieces if len(piece)]
+        self._starts: list[int] = []
+        size = 0
+        for piece in self._pieces:
+            self._starts.append(size)
+            size += len(piece)
+        self._size = size
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def crc32(self) -> int:
+        crc = 0
+        for piece in self._pieces:
+            crc = zlib.crc32(piece, crc)
+        return crc
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        if self._pos >= end:
+            return b""
+        index = bisect_right(self._starts, self._pos) - 1
+        taken: list[memoryview] = []
+        pos = self._pos
+        while pos < end:
+            piece, offset = self._pieces[index], pos - self._starts[index]
+            take = min(len(piece) - offset, end - pos)
+            taken.append(piece[offset : offset + take])
+            pos += take
+            index += 1
+        self._pos = end
+        return taken[0].tobytes() if len(taken) == 1 else b"".join(taken)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def getvalue(self) -> bytes:
+        """The whole part in one bytes object (a copy), as `io.BytesIO.getvalue` gives it."""
+        return b"".join(self._pieces)
 
 
 @dataclass(frozen=True)
@@ -93,7 +168,7 @@ class MultipartUpload:
         except (ClientError, BotoCoreError) as exc:
             raise AwsFault(f"S3 {operation} failed ({type(exc).__name__}: {_error_code(exc)})") from exc
 
-    def _send(self, number: int, data: bytes) -> dict[str, Any]:
+    def _send(self, number: int, data: bytes | PartBody) -> dict[str, Any]:
         checksum = crc32_checksum(data)
         answer = self._s3(
             "upload_part",
@@ -113,7 +188,12 @@ class MultipartUpload:
             for future in finished:
                 self._done.append(future.result())
 
-    def add_part(self, data: bytes) -> None:
+    def wait_for_room(self) -> None:
+        """Block until fewer than `concurrency` parts are in flight (surfacing any failure)."""
+        assert self._pool is not None, "use MultipartUpload as a context manager"
+        self._collect(self.concurrency)
+
+    def add_part(self, data: bytes | PartBody) -> None:
         """Queue one part; blocks while `concurrency` parts are already being sent."""
         assert self._pool is not None, "use MultipartUpload as a context manager"
         self._collect(self.concurrency)
