@@ -80,15 +80,14 @@ def run(size: str, only: set[int] | None, log_dir: Path | None) -> int:
     with Stacks(log_dir) as stacks:
         print(f"reliability ({size} size); stack logs in {stacks.log_dir}", flush=True)
         for scenario in SCENARIOS:
-            number = int(scenario.__name__ and SCENARIOS.index(scenario) + 1)
-            if only and number not in only:
+            if only and scenario.number not in only:
                 continue
-            print(f"--- {scenario.__name__} ...", flush=True)
+            print(f"--- scenario {scenario.name} ...", flush=True)
             try:
                 result = scenario(stacks, sizes)
             except Exception as error:  # a scenario that crashes still gets its row
                 result = Result(
-                    scenario.__name__, "-", problems=[f"crashed: {type(error).__name__}: {error}"]
+                    scenario.name, scenario.unit, problems=[f"crashed: {type(error).__name__}: {error}"]
                 )
             results.append(result)
             print(
@@ -113,7 +112,9 @@ def run(size: str, only: set[int] | None, log_dir: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--only", help="comma-separated scenario numbers (1-5 in the order they run)")
+    parser.add_argument(
+        "--only", help="comma-separated scenario numbers: 1 storm, 2 sources, 3 kill, 4 faults, 6 hostile"
+    )
     parser.add_argument("--logs", type=Path, help="directory for the stacks' logs")
     args: Any = parser.parse_args(argv)
     only = {int(n) for n in args.only.split(",")} if args.only else None

@@ -71,21 +71,22 @@ def success(task_id: str, url: str) -> dict[str, Any]:
     return {"code": 200, "msg": "All generated successfully.", "data": {"task_id": task_id, "video_url": url}}
 
 
-def _timed(
-    run: Callable[[Stacks, Sizes, Result], None], name: str, unit: str
-) -> Callable[[Stacks, Sizes], Result]:
-    def scenario(stacks: Stacks, sizes: Sizes) -> Result:
-        result = Result(name, unit)
+class Scenario:
+    """A scenario as the runner and the tests call it: `scenario(stacks, sizes) -> Result`."""
+
+    def __init__(self, run: Callable[[Stacks, Sizes, Result], None], name: str, unit: str) -> None:
+        self.run, self.name, self.unit = run, name, unit
+        self.number = int(name.split(" ", 1)[0])
+        self.__doc__ = run.__doc__
+
+    def __call__(self, stacks: Stacks, sizes: Sizes) -> Result:
+        result = Result(self.name, self.unit)
         started = time.monotonic()
         try:
-            run(stacks, sizes, result)
+            self.run(stacks, sizes, result)
         finally:
             result.seconds = time.monotonic() - started
         return result
-
-    scenario.__name__ = run.__name__
-    scenario.__doc__ = run.__doc__
-    return scenario
 
 
 def _check_stored(
@@ -194,7 +195,7 @@ def _callback_storm(stacks: Stacks, sizes: Sizes, result: Result) -> None:
     result.expect(len(keys) == sizes.tasks, f"{len(keys)} objects for {sizes.tasks} tasks")
 
 
-callback_storm = _timed(_callback_storm, "1 callback storm", "callback")
+callback_storm = Scenario(_callback_storm, "1 callback storm", "callback")
 
 
 # --- 2. sources that drop, ignore Range, trickle ---------------------------------------------
@@ -256,16 +257,23 @@ def _flaky_sources(stacks: Stacks, sizes: Sizes, result: Result) -> None:
             result.lost += 1
             result.problems.append(f"  ({task_id} was: {behaviour_of[task_id]})")
     attempts = Counter(int(r.get("attempts", 0)) for r in records.values())
+    retried = Counter(
+        behaviour_of[t].rsplit(",", 1)[0] for t, r in records.items() if int(r.get("attempts", 0)) > 1
+    )
     result.checks.update(
         {
             "source requests": sum(requests_made.values()),
             "attempts": dict(sorted(attempts.items())),
+            # "drops 7 times" needs a second attempt by design (MAX_RESUMES is 5); a drop while
+            # re-reading the prefix of a source that ignores Range costs one too (copier bug,
+            # xfail in tests/unit/test_transfer.py).
+            "second attempts by source": dict(retried),
             "multipart videos": sizes.multipart_videos,
         }
     )
 
 
-flaky_sources = _timed(_flaky_sources, "2 flaky sources", "video")
+flaky_sources = Scenario(_flaky_sources, "2 flaky sources", "video")
 
 
 # --- 3. a worker killed mid-copy -------------------------------------------------------------
@@ -374,7 +382,7 @@ def _killed_worker(stacks: Stacks, sizes: Sizes, result: Result) -> None:
     )
 
 
-killed_worker = _timed(_killed_worker, "3 killed worker", "SIGKILL")
+killed_worker = Scenario(_killed_worker, "3 killed worker", "SIGKILL")
 
 
 # --- 4. AWS faults mid-copy --------------------------------------------------------------------
@@ -477,7 +485,7 @@ def _aws_faults(stacks: Stacks, sizes: Sizes, result: Result) -> None:
     result.checks["kinds"] = len(FAULTS)
 
 
-aws_faults = _timed(_aws_faults, "4 AWS faults mid-copy", "fault")
+aws_faults = Scenario(_aws_faults, "4 AWS faults mid-copy", "fault")
 
 
 # --- 6. hostile input ---------------------------------------------------------------------------
@@ -962,9 +970,9 @@ def _replays_within_window(
     cat.example = "same timestamp and signature, body names another URL"
 
 
-hostile_input = _timed(_hostile_input, "6 hostile input", "request")
+hostile_input = Scenario(_hostile_input, "6 hostile input", "request")
 
-SCENARIOS: list[Callable[[Stacks, Sizes], Result]] = [
+SCENARIOS: list[Scenario] = [
     callback_storm,
     flaky_sources,
     killed_worker,
