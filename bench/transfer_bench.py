@@ -265,19 +265,6 @@ def child_copy(url: str, task_id: str) -> None:
     from videohook.copier import VideoCopier
     from videohook.source import SourceSession
 
-    if os.environ.get("BENCH_FILL_WITHIN_CONCURRENCY"):
-        # What-if: the part being filled counts against the concurrency (read on only when a
-        # slot is free), so at most `concurrency` parts are held instead of concurrency + 1.
-        from videohook.upload import MultipartUpload
-
-        add_part = MultipartUpload.add_part
-
-        def add_part_then_wait(self: Any, data: Any) -> None:
-            add_part(self, data)
-            self._collect(self.concurrency)
-
-        MultipartUpload.add_part = add_part_then_wait  # type: ignore[method-assign]
-
     settings = config.load_settings()
     s3 = _production_client(aws)
     stats = _instrument(s3)
@@ -533,8 +520,6 @@ class Bench:
         transfer_env["VIDEO_SOURCE_ALLOW_PRIVATE"] = "true"
         if self.args.unsigned_payload:
             transfer_env["BENCH_UNSIGNED_PAYLOAD"] = "1"
-        if self.args.fill_within_concurrency:
-            transfer_env["BENCH_FILL_WITHIN_CONCURRENCY"] = "1"
         if self.args.part_mib:
             transfer_env["TRANSFER_PART_BYTES"] = str(self.args.part_mib * MIB)
         if self.args.concurrency:
@@ -551,11 +536,6 @@ class Bench:
         print(
             "clients: videohook.aws.client('s3') (CLIENT_CONFIG"
             + (" + s3 payload_signing_enabled=False: what-if)" if self.args.unsigned_payload else ")")
-            + (
-                " [what-if: the filling part counts against the concurrency]"
-                if self.args.fill_within_concurrency
-                else ""
-            )
             + f"; baseline: upload_fileobj, default TransferConfig; load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
@@ -745,11 +725,6 @@ def main(argv: list[str] | None = None) -> int:
         "--unsigned-payload",
         action="store_true",
         help="what-if: the clients with s3 payload_signing_enabled=False (no SHA-256 of every part)",
-    )
-    parser.add_argument(
-        "--fill-within-concurrency",
-        action="store_true",
-        help="what-if: the part being filled counts against TRANSFER_CONCURRENCY (read on only when a slot is free)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
