@@ -7,7 +7,7 @@ free ports; see tests/reliability/harness.py), runs every scenario of
 tests/reliability/scenarios.py, and prints a summary row per scenario (tried, passed, lost,
 seconds) with the checks every scenario ends with, then the hostile-input table. Exit 0
 when every scenario passed, 1 otherwise (each problem is printed in words). The stacks'
-logs are kept in --logs (default: a new temporary directory, named at the end).
+logs are kept in --logs (default: a new temporary directory, named when the run starts).
 """
 
 from __future__ import annotations
