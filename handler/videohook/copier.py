@@ -25,17 +25,26 @@ from aws_lambda_powertools import Logger
 
 from videohook.errors import SourceUnavailable, VideoRejected
 from videohook.mp4 import Mp4Checker, Mp4Info
-from videohook.source import SourceSession, describe_url
+from videohook.policy import describe_url
+from videohook.source import SourceSession
 from videohook.upload import MultipartUpload, PartBody, abort_orphaned_uploads
 
 logger = Logger(child=True)
 
-READ_CHUNK_BYTES = 1024 * 1024
+# Small enough that a drop loses little (urllib3 discards a read cut short), large enough to be cheap.
+READ_CHUNK_BYTES = 256 * 1024
 MAX_RESUMES = 5
 PROGRESS_EVERY_SECONDS = 5.0
 CONTENT_TYPE = "video/mp4"
+
+
 # What requests/urllib3 raise when a streaming body stops short or stalls.
+class _EndedEarly(Exception):
+    """The source closed cleanly before the bytes it owed: handled like a drop."""
+
+
 STREAM_ERRORS = (
+    _EndedEarly,
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -147,9 +156,22 @@ class _Stream:
                 remaining = 0
             if remaining == 0:
                 break
-        if remaining or digest.digest() != prefix_digest:
+        if remaining:
+            raise _EndedEarly(f"the source ended {remaining} bytes short while its prefix was re-read")
+        if digest.digest() != prefix_digest:
             raise SourceUnavailable("the source's bytes changed between attempts; starting over next attempt")
         return leftover
+
+    def _resume(self, prefix_digest: bytes) -> bytes:
+        """Reopen after a drop; a drop while reopening is one more resume, up to MAX_RESUMES."""
+        while True:
+            try:
+                return self._reopen(prefix_digest)
+            except STREAM_ERRORS as exc:
+                logger.warning(
+                    "source dropped again while resuming",
+                    extra={"offset": self.received, "error": type(exc).__name__},
+                )
 
     def chunks(self, prefix_digest: Callable[[], bytes]) -> Any:
         """Yield the body's chunks, resuming after drops, until the source's end."""
@@ -165,10 +187,10 @@ class _Stream:
                 logger.warning(
                     "source connection dropped", extra={"offset": self.received, "error": type(exc).__name__}
                 )
-                pending = self._reopen(prefix_digest())
+                pending = self._resume(prefix_digest())
                 continue
             if self.content_length is not None and self.received < self.content_length:
-                pending = self._reopen(prefix_digest())
+                pending = self._resume(prefix_digest())
                 continue
             return
 
