@@ -276,7 +276,9 @@ def abort_orphaned_uploads(s3: Any, bucket: str, key: str) -> int:
             extra={"error": _error_code(exc), "aborted": aborted},
         )
     if aborted:
-        logger.warning("aborted multipart uploads left open by an earlier attempt", extra={"aborted": aborted})
+        logger.warning(
+            "aborted multipart uploads left open by an earlier attempt", extra={"aborted": aborted}
+        )
     return aborted
 
 
