@@ -7,6 +7,7 @@ exceptions to answers in one place (`answer_error`).
 from __future__ import annotations
 
 import base64
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -40,6 +41,16 @@ def _body_bytes() -> bytes:
         except ValueError:
             return raw.encode()
     return raw.encode()
+
+
+@cache
+def _warn_if_unauthenticated(authenticated: bool) -> None:
+    """Once per container: say loudly that anyone may post callbacks (local development only)."""
+    if not authenticated:
+        logger.warning(
+            "NO CALLBACK AUTHENTICATION: neither a callback token nor an HMAC key is configured; "
+            "anyone who can reach /callbacks is believed (local development only)"
+        )
 
 
 def _count_callback(outcome: str) -> None:
@@ -84,6 +95,7 @@ def receive_callback() -> Response:
         token=query.get("token"),
     )
     svc = services()
+    _warn_if_unauthenticated(svc.settings.authenticates_callbacks)
     callback, outcome = CallbackReceiver(svc.settings, svc.store, svc.queue).receive(request)
     _count_callback("Queued" if outcome.queue_transfer else "Accepted")
     logger.info(
@@ -127,7 +139,7 @@ def _public_base_url() -> str:
 
 
 @app.get("/tasks/<task_id>")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)  # the answer holds a presigned URL
 def get_task(task_id: str) -> Response:
     logger.append_keys(task_id=task_id)
     svc = services()
@@ -135,7 +147,7 @@ def get_task(task_id: str) -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(task_id="-")

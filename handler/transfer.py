@@ -7,6 +7,7 @@ visibility timeout, and after the template's maxReceiveCount goes to the dead-le
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -22,15 +23,20 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 # A batch whose every record failed is still answered with batchItemFailures, not an exception.
+# Seconds kept back from the Lambda timeout to abort the upload and release the task.
+DEADLINE_MARGIN_SECONDS = 60
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @tracer.capture_method
-def transfer_record(record: SQSRecord) -> None:
+def transfer_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     request = TransferRequest.from_json(record.body)
     logger.append_keys(task_id=request.task_id)
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    outcome = transfer_service().handle(request.task_id, receive_count)
+    # Give the task back while there is time to do it cleanly, rather than be killed mid-copy.
+    remaining = lambda_context.get_remaining_time_in_millis() / 1000
+    deadline = time.monotonic() + max(remaining - DEADLINE_MARGIN_SECONDS, remaining / 2)
+    outcome = transfer_service().handle(request.task_id, receive_count, deadline)
     if outcome.status == TaskStatus.STORED and outcome.result is not None:
         metrics.add_metric(name="VideosStored", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="BytesStored", unit=MetricUnit.Bytes, value=outcome.result.size)

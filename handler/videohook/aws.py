@@ -13,10 +13,12 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+# DynamoDB and SQS answer in milliseconds; the worst case here (2 tries x 5 s) stays well
+# inside the provider's 15 s wait, so a fault is answered 500 (retried), never timed out.
 CLIENT_CONFIG = Config(
-    connect_timeout=3,
-    read_timeout=10,
-    retries={"max_attempts": 3, "mode": "standard"},
+    connect_timeout=2,
+    read_timeout=3,
+    retries={"max_attempts": 2, "mode": "standard"},
     s3={"addressing_style": "path"},
     signature_version="s3v4",
 )

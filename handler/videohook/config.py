@@ -113,10 +113,11 @@ def _hmac_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     arn = env.get("WEBHOOK_HMAC_SECRET_ARN", "").strip()
     raw = _secret(arn, "WEBHOOK_HMAC_SECRET_ARN") if arn else env.get("WEBHOOK_HMAC_KEYS", "")
     if raw.startswith("["):
+        source = "WEBHOOK_HMAC_SECRET_ARN" if arn else "WEBHOOK_HMAC_KEYS"
         try:
             items = json.loads(raw)
         except ValueError:
-            raise ConfigError("WEBHOOK_HMAC_SECRET_ARN must hold a JSON array or a comma list") from None
+            raise ConfigError(f"{source} must hold a JSON array or a comma list") from None
         return tuple(str(item).strip() for item in items if str(item).strip())
     return _list(raw)
 

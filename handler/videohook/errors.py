@@ -129,7 +129,16 @@ class ProviderError(VideohookError):
     status = 502
     code = "provider_error"
 
-    def __init__(self, message: str, *, provider_code: int | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider_code: int | None = None,
+        retryable: bool = False,
+        maybe_delivered: bool = False,
+    ) -> None:
         super().__init__(message)
         self.provider_code = provider_code
         self.retryable = retryable
+        # True when the request may have reached the provider although no answer came back.
+        self.maybe_delivered = maybe_delivered

@@ -75,7 +75,11 @@ def parse_json_object(body: bytes | str) -> dict[str, Any]:
         raise BadRequest("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_shape")
-    if not _storable(document):
+    try:
+        storable = _storable(document)
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply", code="invalid_json") from None
+    if not storable:
         raise BadRequest("the body contains text that is not valid Unicode", code="invalid_json")
     return document
 

@@ -269,7 +269,12 @@ class ProviderClient:
                 status = response.status_code
                 raw = self._read(response, started, what)
         except requests.Timeout as exc:
-            raise ProviderError(f"provider {what} timed out ({type(exc).__name__})", retryable=True) from exc
+            # A read timeout comes after the request was sent: the provider may have acted on it.
+            raise ProviderError(
+                f"provider {what} timed out ({type(exc).__name__})",
+                retryable=True,
+                maybe_delivered=not isinstance(exc, requests.ConnectTimeout),
+            ) from exc
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.MissingSchema,

@@ -37,11 +37,6 @@ def services() -> Services:
     except ConfigError as error:
         logger.error(f"bad configuration: {error.message}")
         raise
-    if not settings.authenticates_callbacks:
-        logger.warning(
-            "NO CALLBACK AUTHENTICATION: neither a callback token nor an HMAC key is configured; "
-            "anyone who can reach /callbacks is believed (local development only)"
-        )
     return Services(
         settings=settings,
         store=TaskStore(

@@ -145,6 +145,8 @@ def plan_callback(
             update.sets.update(provider, status=TaskStatus.GENERATION_FAILED.value)
             update.removes |= {"poll_partition", "poll_due"}
             return update, False, None
+        # SPEC: the provider's code and message are recorded; nothing else changes.
+        update.sets.update(provider)
         return update, False, f"failure callback (code {callback.code}) for a task already {status}"
 
     if status in (TaskStatus.RECEIVED, TaskStatus.TRANSFERRING, TaskStatus.STORED):
@@ -153,10 +155,12 @@ def plan_callback(
         queue = status is TaskStatus.RECEIVED and not item.get("transfer_queued")
         return update, queue, suspicious
 
-    # New, SUBMITTED, TRANSFER_FAILED (a new callback re-queues it) or GENERATION_FAILED
-    # (the provider found the video after all): the task (re)starts with this URL.
     if status is TaskStatus.GENERATION_FAILED:
-        suspicious = "success callback for a task recorded as GENERATION_FAILED"
+        # SPEC's status moves lead nowhere from GENERATION_FAILED; one callback stage exists,
+        # so a success after a failure is suspect and only counted.
+        return update, False, "success callback for a task recorded as GENERATION_FAILED"
+
+    # New, SUBMITTED, or TRANSFER_FAILED (a new callback re-queues it): (re)start with this URL.
     update.sets.update(
         provider,
         status=TaskStatus.RECEIVED.value,
@@ -274,7 +278,13 @@ class TaskStore:
     def mark_queued(self, task_id: str) -> None:
         """Remember that a transfer message exists, so duplicates do not queue another."""
         update = Update(sets={"transfer_queued": True}, removes={"poll_partition", "poll_due"})
-        self._update(task_id, update, "#st = :received", {":received": TaskStatus.RECEIVED.value})
+        # A worker may already hold the task: the message it got is the one being recorded.
+        self._update(
+            task_id,
+            update,
+            "#st IN (:received, :transferring)",
+            {":received": TaskStatus.RECEIVED.value, ":transferring": TaskStatus.TRANSFERRING.value},
+        )
 
     def record_submitted(self, task_id: str, audio_id: str) -> tuple[dict[str, Any], bool]:
         """Create a SUBMITTED task; (record, False) when the task is already known."""

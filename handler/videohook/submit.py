@@ -87,8 +87,11 @@ def submit(
             author=request.author,
             domain_name=request.domain_name,
         )
-    except ProviderError:
-        store.forget_submitted(request.task_id)
+    except ProviderError as error:
+        # After a read timeout the provider may have the task: it stays SUBMITTED, so that its
+        # callback is accepted and reconcile finds it. Anything else is a definite refusal.
+        if not error.maybe_delivered:
+            store.forget_submitted(request.task_id)
         raise
     if accepted != request.task_id:
         # The callback will carry the provider's id: that is the task to wait for.

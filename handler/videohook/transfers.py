@@ -18,7 +18,14 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from videohook.copier import CopyResult, VideoCopier
-from videohook.errors import GenerationFailed, LeaseLost, TransferError, VideohookError
+from videohook.errors import (
+    AwsFault,
+    GenerationFailed,
+    LeaseLost,
+    ProviderError,
+    TransferError,
+    VideohookError,
+)
 from videohook.models import TaskStatus
 from videohook.policy import SourcePolicy
 from videohook.provider import ProviderClient
@@ -26,6 +33,8 @@ from videohook.source import SourceSession
 from videohook.store import StoredVideo, TaskStore
 
 logger = Logger(child=True)
+# Seconds to wait between tries of the write that records a stored video.
+STORED_WRITE_BACKOFF = (0.5, 2.0)
 
 
 class RetryLater(TransferError):
@@ -62,8 +71,12 @@ class TransferService:
         self.provider = provider
         self.source_factory = source_factory
 
-    def handle(self, task_id: str, receive_count: int) -> TransferOutcome:
-        """Process one delivery; raises RetryLater when SQS should deliver it again."""
+    def handle(self, task_id: str, receive_count: int, deadline: float | None = None) -> TransferOutcome:
+        """Process one delivery; raises RetryLater when SQS should deliver it again.
+
+        `deadline` (time.monotonic) is when this attempt must give the task back: a Lambda
+        killed by its timeout would leave the task TRANSFERRING with nobody to finish it.
+        """
         owner = uuid.uuid4().hex
         task = self.store.acquire_lease(task_id, owner, self.lease_seconds)
         if task is None:
@@ -75,7 +88,7 @@ class TransferService:
         try:
             url = self._confirmed_url(task)
             with self.source_factory(self.policy) as source:
-                result = self.copier.copy(task_id, url, source, self._progress(task_id, owner))
+                result = self.copier.copy(task_id, url, source, self._progress(task_id, owner, deadline))
         except LeaseLost:
             logger.warning("lease lost mid-copy; another worker owns the task now")
             return TransferOutcome(status="lease_lost")
@@ -86,7 +99,7 @@ class TransferService:
             return self._failed(
                 task_id, owner, f"unexpected error: {type(error).__name__}", True, receive_count
             )
-        self.store.mark_stored(
+        self._record_stored(
             task_id,
             owner,
             StoredVideo(
@@ -106,8 +119,26 @@ class TransferService:
         )
         return TransferOutcome(status=TaskStatus.STORED.value, result=result, seconds=seconds)
 
-    def _progress(self, task_id: str, owner: str) -> Callable[[int, int | None], None]:
+    def _record_stored(self, task_id: str, owner: str, video: StoredVideo) -> None:
+        """The video is in S3: try hard to say so, since a retry would copy it all again."""
+        for delay in STORED_WRITE_BACKOFF:
+            try:
+                self.store.mark_stored(task_id, owner, video)
+                return
+            except AwsFault:
+                logger.warning("recording the stored video failed; trying again", extra={"delay": delay})
+                time.sleep(delay)
+        self.store.mark_stored(task_id, owner, video)
+
+    def _progress(
+        self, task_id: str, owner: str, deadline: float | None
+    ) -> Callable[[int, int | None], None]:
         def report(done: int, total: int | None) -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransferError(
+                    f"this attempt ran out of time after {done} bytes; the next one starts again",
+                    code="attempt_timeout",
+                )
             self.store.report_progress(task_id, owner, done, total, self.lease_seconds)
 
         return report
@@ -119,7 +150,14 @@ class TransferService:
             if not url:
                 raise TransferError("the task has no video_url", code="no_video_url")
             return str(url)
-        info = self.provider.record_info(task["task_id"])
+        try:
+            info = self.provider.record_info(task["task_id"])
+        except ProviderError as error:
+            # Whatever the provider answers (even 401 after a key rotation), the video may be
+            # fine: try again later rather than fail it; the last attempt fails it in words.
+            raise TransferError(
+                f"the provider could not confirm the video: {error.message}", code="unconfirmed"
+            ) from None
         if info.is_failed:
             raise GenerationFailed(
                 f"the provider reports {info.success_flag} for this task: {info.error_message or 'no reason given'}"

@@ -141,9 +141,11 @@ def test_failure_after_stored_changes_nothing_but_the_count(world: AwsWorld) -> 
         ]
         == 200
     )
-    # THEN the task is still STORED with its first URL and provider code; only callbacks grew
+    # THEN the task is still STORED with its first URL; the failure's code and message are
+    # recorded (SPEC), and callbacks grew
     item = record(world, "task-1")
-    assert item["status"] == "STORED" and item["provider_code"] == 200
+    assert item["status"] == "STORED"
+    assert (item["provider_code"], item["provider_msg"]) == (500, "boom")
     assert item["video_url"] == "https://cdn.example.com/v/1.mp4"
     assert item["callbacks"] == 3
     assert len(world.queued_messages()) == 1
@@ -428,3 +430,26 @@ def test_get_task_with_a_bad_id_answers_400(world: AwsWorld) -> None:
     event["path"] = "/tasks/bad id!"
     event["pathParameters"] = {"task_id": "bad id!"}
     assert invoke(event)[0] == 400
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_deeply_nested_bodies_answer_400(world: AwsWorld, depth: int) -> None:
+    # GIVEN a callback whose extra field nests lists very deeply
+    event = signed_callback(SUCCESS, token=world.callback_token)
+    event["body"] = event["body"][:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+    # WHEN it is posted THEN it is refused as bad JSON, not crashed on
+    status, body = invoke(event)
+    assert (status, body["error"]) == (400, "invalid_json")
+
+
+def test_success_after_generation_failed_is_only_counted(world: AwsWorld) -> None:
+    # GIVEN a task the provider reported as failed
+    token = world.callback_token
+    failure = {"code": 451, "msg": "no audio", "data": {"task_id": "task-1"}}
+    assert invoke(signed_callback(FAILURE, token=token, body=failure))[0] == 200
+    # WHEN a success callback for it arrives (one callback stage exists: this one is suspect)
+    assert invoke(signed_callback(SUCCESS, token=token, body=success_body()))[0] == 200
+    # THEN it stays GENERATION_FAILED, counted, with nothing queued
+    item = record(world, "task-1")
+    assert (item["status"], item["callbacks"], item["provider_code"]) == ("GENERATION_FAILED", 2, 451)
+    assert world.queued_messages() == []

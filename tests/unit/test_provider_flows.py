@@ -330,6 +330,18 @@ def test_an_unreachable_provider_answers_502_and_forgets_the_task(aws: AwsWorld,
     assert svc.store.get(TASK) is None
 
 
+def test_a_submit_whose_answer_timed_out_is_kept_for_reconcile(aws: AwsWorld, fp: FakeProvider) -> None:
+    # GIVEN a provider that takes the task but answers after the client's read timeout
+    svc = use(aws, fp, "IngestFunction")
+    services.provider_client().timeout = (1.0, 0.3)
+    fp.script_generate(fp.delay(2.0))
+    # WHEN the task is submitted
+    status, body = post_task()
+    # THEN 502, but the task stays SUBMITTED: its callback will be accepted and reconcile polls it
+    assert (status, body["error"]) == (502, "provider_error")
+    assert svc.store.get(TASK)["status"] == "SUBMITTED"
+
+
 def test_submit_without_an_api_key_answers_503(aws: AwsWorld, fp: FakeProvider) -> None:
     svc = use(aws, fp, "IngestFunction", PROVIDER_API_KEY="")
     status, body = post_task()
@@ -394,18 +406,22 @@ def test_confirmation_copies_the_providers_url_not_the_callbacks(
     assert stored_object(aws, TASK) == VIDEO
 
 
+@pytest.mark.parametrize(
+    ("http_status", "code", "reason"), [(503, 503, "Service Unavailable"), (401, 401, "Invalid API key")]
+)
 def test_a_provider_that_is_down_delays_the_transfer(
-    aws: AwsWorld, fp: FakeProvider, videos: VideoServer
+    aws: AwsWorld, fp: FakeProvider, videos: VideoServer, http_status: int, code: int, reason: str
 ) -> None:
-    # GIVEN a callback for a ready video, while the provider's API answers 503
+    # GIVEN a callback for a ready video, while the provider's API answers an error
+    # (a 401 after a key rotation must not fail videos either)
     url = videos.add("/v.mp4", VIDEO)
-    fp.script(TASK, [fp.error(503, 503, "Service Unavailable")])
+    fp.script(TASK, [fp.error(http_status, code, reason)])
     # WHEN the transfer runs
     result, messages = callback_then_transfer(aws, fp, url)
     # THEN the message is handed back to SQS, the task waits RECEIVED, and the source was not touched
     assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
     item = services.services().store.get(TASK)
-    assert item["status"] == "RECEIVED" and "503" in item["error"]
+    assert item["status"] == "RECEIVED" and str(code) in item["error"]
     assert "lease_owner" not in item
     assert videos.requests == []
 

@@ -999,3 +999,25 @@ def test_host_resolving_to_loopback_is_refused_at_fetch_time(aws: AwsWorld, serv
     assert "127.0.0.1" in rig.task()["error"]
     assert server.requests == []
     rig.assert_nothing_left()
+
+
+@dataclass
+class ShortLivedContext(LambdaContext):
+    """A Lambda invocation with about one second left."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 1_000
+
+
+def test_an_attempt_near_the_lambda_timeout_gives_the_task_back(rig: Rig, monkeypatch) -> None:
+    # GIVEN a slow source and an invocation about to time out (progress checked often)
+    monkeypatch.setattr("videohook.copier.PROGRESS_EVERY_SECONDS", 0.05)
+    data = fixture(FIXTURE)
+    rig.receive(rig.server.add("/v.mp4", data, trickle=(16 * 1024, 0.05)))
+    # WHEN the message is delivered
+    answer = transfer.lambda_handler(load_event(MESSAGE), ShortLivedContext())
+    # THEN the attempt stops cleanly before Lambda would kill it: retried, task RECEIVED, nothing left
+    assert [f["itemIdentifier"] for f in answer["batchItemFailures"]] == [message_id()]
+    task = rig.task()
+    assert task["status"] == "RECEIVED" and "ran out of time" in task["error"]
+    rig.assert_nothing_left()
