@@ -19,14 +19,19 @@ CLIENT_CONFIG = Config(
     connect_timeout=2,
     read_timeout=3,
     retries={"max_attempts": 2, "mode": "standard"},
-    s3={"addressing_style": "path"},
-    signature_version="s3v4",
 )
-# S3 gets longer reads (CompleteMultipartUpload of a large object takes a while) and no
-# SHA-256 of every part for the signature: each part already carries a CRC32 that S3
-# verifies, and the connection is TLS; hashing 16 MiB twice cost ~15% of a copy's CPU.
+# S3 is used by the transfer, which has minutes: more tries, longer reads (completing a
+# large multipart upload takes a while), SigV4 presigned URLs, and no SHA-256 of every part
+# for the signature: each part already carries a CRC32 that S3 verifies, and the connection
+# is TLS; hashing 16 MiB twice cost ~15% of a copy's CPU.
 S3_CONFIG = CLIENT_CONFIG.merge(
-    Config(read_timeout=120, s3={"addressing_style": "path", "payload_signing_enabled": False})
+    Config(
+        connect_timeout=3,
+        read_timeout=120,
+        retries={"max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
+        signature_version="s3v4",
+    )
 )
 
 
