@@ -94,17 +94,6 @@ def cold_imports(runs: int, *, bytecode_cache: bool) -> list[float]:
 # --- (b) per callback ------------------------------------------------------------------------
 
 
-@dataclass
-class LambdaContext:
-    function_name: str = "videohook-bench"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:videohook-bench"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15_000
-
-
 class AwsClock:
     """Sums the wall and CPU time of client calls, fed by botocore's event hooks."""
 
@@ -239,12 +228,13 @@ def run_callbacks(count: int, warmup: int) -> tuple[Sample, list[Sample]]:
         )["SecretString"]
 
         import ingest
+        from infra.local.lambdas import LambdaContext
         from videohook import aws, services
 
         services.reset()
         clock = AwsClock()
         clock.attach(aws._session())  # before the first invocation makes its clients
-        context = LambdaContext()
+        context = LambdaContext(function_name="videohook-bench", timeout_seconds=15)
         samples: list[Sample] = []
         statuses: dict[int, int] = defaultdict(int)
         events = callback_events(token, 1 + warmup + count)

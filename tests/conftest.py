@@ -38,19 +38,6 @@ for _name, _value in load_template()["Globals"]["Function"]["Environment"]["Vari
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 
-@dataclass
-class LambdaContext:
-    """The attributes of Lambda's context object that Powertools reads."""
-
-    function_name: str = "videohook-test"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:videohook-test"
-    aws_request_id: str = "52fdfc07-2182-154f-163f-5f0f9a621d72"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
-
-
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / name).read_text())
 

@@ -45,12 +45,15 @@ Handler = Callable[[dict[str, Any], Any], Any]
 
 @dataclass
 class LambdaContext:
-    """The attributes and method of Lambda's context object that handlers and Powertools read."""
+    """The attributes and method of Lambda's context object that handlers and Powertools read.
 
-    function_name: str
-    memory_limit_in_mb: int
-    timeout_seconds: int
-    invoked_function_arn: str
+    The defaults serve tests and benchmarks that invoke a handler directly.
+    """
+
+    function_name: str = "videohook"
+    memory_limit_in_mb: int = 256
+    timeout_seconds: int = 300
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:videohook"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     function_version: str = "$LATEST"
     identity: Any = None

@@ -14,7 +14,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 import ingest
-from tests.conftest import HMAC_KEY, AwsWorld, LambdaContext, answer_json, load_event, signed_callback
+from infra.local.lambdas import LambdaContext
+from tests.conftest import HMAC_KEY, AwsWorld, answer_json, load_event, signed_callback
 from videohook import services
 
 SUCCESS = "callback_success.json"

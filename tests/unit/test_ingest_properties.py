@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from hypothesis.provisional import domains, urls
 
 import ingest
-from tests.conftest import HMAC_KEY, AwsWorld, LambdaContext, load_event
+from infra.local.lambdas import LambdaContext
+from tests.conftest import HMAC_KEY, AwsWorld, load_event
 from videohook.signature import sign
 
 CLIENT_STATUSES = {200, 400, 401, 413, 415}

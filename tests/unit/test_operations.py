@@ -52,4 +52,7 @@ def test_callback_url_prints_the_deployed_url_with_its_token(aws: AwsWorld, caps
     assert callback_url.main(["--stack", "vh"]) == 0
     # THEN it is the API's /callbacks with the generated token
     printed = capsys.readouterr().out.strip()
-    assert printed == f"https://abc123.execute-api.us-east-1.amazonaws.com/Prod/callbacks?token={aws.callback_token}"
+    assert (
+        printed
+        == f"https://abc123.execute-api.us-east-1.amazonaws.com/Prod/callbacks?token={aws.callback_token}"
+    )

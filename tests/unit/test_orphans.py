@@ -19,7 +19,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 import transfer
-from tests.conftest import FIXTURES, AwsWorld, LambdaContext, load_event
+from infra.local.lambdas import LambdaContext
+from tests.conftest import FIXTURES, AwsWorld, load_event
 from tests.fakes.video_server import VideoServer
 from videohook import services
 from videohook.models import Callback

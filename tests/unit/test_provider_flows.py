@@ -22,7 +22,8 @@ import pytest
 import ingest
 import reconcile
 import transfer
-from tests.conftest import FIXTURES, AwsWorld, LambdaContext, answer_json, load_event, signed_callback
+from infra.local.lambdas import LambdaContext
+from tests.conftest import FIXTURES, AwsWorld, answer_json, load_event, signed_callback
 from tests.fakes import provider_server
 from tests.fakes.provider_server import GENERATE_PATH, RECORD_INFO_PATH, FakeProvider
 from tests.fakes.video_server import VideoServer

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from infra.local.lambdas import LambdaContext
 from infra.template import Stack, load_template
-from tests.conftest import AwsWorld, LambdaContext, answer_json, load_event
+from tests.conftest import AwsWorld, answer_json, load_event
 
 SAMPLE_EVENTS = {
     "IngestFunction": "get_task.json",

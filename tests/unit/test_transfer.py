@@ -30,7 +30,8 @@ from botocore.exceptions import ClientError
 
 import ingest
 import transfer
-from tests.conftest import FIXTURES, AwsWorld, LambdaContext, load_event, signed_callback
+from infra.local.lambdas import LambdaContext
+from tests.conftest import FIXTURES, AwsWorld, load_event, signed_callback
 from tests.fakes.video_server import Generated, VideoServer, repeat_block
 from videohook import services
 from videohook.copier import MAX_RESUMES, READ_CHUNK_BYTES
