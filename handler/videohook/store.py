@@ -10,6 +10,7 @@ that the item has not moved since. State-changing writes carry a `revision` cond
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ INTERNAL_FIELDS = frozenset(
 POLL_INDEX = "poll-due"
 POLL_PARTITION = "due"
 OPTIMISTIC_RETRIES = 8
+# Upper bound of the random pause after the n-th lost race: 10 ms, 20 ms, 40 ms, ...
+CONFLICT_BACKOFF_SECONDS = 0.01
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -260,7 +263,10 @@ class TaskStore:
 
         `counted=False` applies a poll result: the same moves, without counting a callback.
         """
-        for _ in range(OPTIMISTIC_RETRIES):
+        for attempt in range(OPTIMISTIC_RETRIES):
+            if attempt:
+                # Duplicates arrive together: jitter so the racers do not collide again.
+                time.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * 2**attempt))
             item = self._get(callback.task_id)
             update, queue, suspicious = plan_callback(
                 item,

@@ -17,6 +17,7 @@ import ingest
 from infra.local.lambdas import LambdaContext
 from tests.conftest import HMAC_KEY, AwsWorld, answer_json, load_event, signed_callback
 from videohook import services
+from videohook.models import Callback
 
 SUCCESS = "callback_success.json"
 FAILURE = "callback_failure.json"
@@ -454,3 +455,34 @@ def test_success_after_generation_failed_is_only_counted(world: AwsWorld) -> Non
     item = record(world, "task-1")
     assert (item["status"], item["callbacks"], item["provider_code"]) == ("GENERATION_FAILED", 2, 451)
     assert world.queued_messages() == []
+
+
+def test_a_callback_that_loses_a_race_is_applied_again(world: AwsWorld) -> None:
+    # GIVEN a recorded task, and another delivery that changes it between our read and our write
+    token = world.callback_token
+    invoke(signed_callback(SUCCESS, token=token, body=success_body()))
+    store = services.services().store
+    real = store.client
+    raced = []
+
+    class RacedOnce:
+        def __getattr__(self, name):
+            if name == "update_item" and not raced:
+                raced.append(True)
+                store.client = real
+                real_update = real.update_item
+
+                def update_after_a_rival(**kwargs):
+                    rival = Callback(200, "ok", "task-1", "https://cdn.example.com/v/1.mp4")
+                    store.record_callback(rival)  # bumps the revision our write was based on
+                    return real_update(**kwargs)
+
+                return update_after_a_rival
+            return getattr(real, name)
+
+    store.client = RacedOnce()
+    # WHEN our duplicate is posted
+    assert invoke(signed_callback(SUCCESS, token=token, body=success_body()))[0] == 200
+    # THEN its first write lost the race and was re-planned: both deliveries are counted once
+    assert raced and record(world, "task-1")["callbacks"] == 3
+    assert len(world.queued_messages()) == 1
