@@ -30,14 +30,6 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def sign(key: str, task_id: str, timestamp: str) -> str:
-    """The provider's signature, from the handler code itself (handler/ is put on the path)."""
-    sys.path.insert(0, str(ROOT / "handler"))
-    from videohook.signature import sign as provider_sign
-
-    return provider_sign(key, task_id, timestamp)
-
-
 def run() -> int:
     token = secrets.token_urlsafe(24)
     hmac_key = secrets.token_urlsafe(32)
@@ -60,23 +52,7 @@ def demonstrate(stack: StackProcess, origin: FileOrigin, token: str, hmac_key: s
     health = stack.wait_healthy()
     say(f"stack healthy in {time.monotonic() - started:.1f} s at {stack.api}")
     task_id = f"demo-{uuid.uuid4().hex[:12]}"
-    body = {
-        "code": 200,
-        "msg": "All generated successfully.",
-        "data": {"task_id": task_id, "video_url": origin.url},
-    }
-    stamp = str(int(time.time()))
-    answer = requests.post(
-        f"{stack.api}/callbacks",
-        params={"token": token},
-        data=json.dumps(body),
-        headers={
-            "Content-Type": "application/json",
-            "X-Webhook-Timestamp": stamp,
-            "X-Webhook-Signature": sign(hmac_key, task_id, stamp),
-        },
-        timeout=15,
-    )
+    answer = stack.post_callback(task_id, origin.url, token=token, key=hmac_key)
     say(f"callback for {task_id} answered {answer.status_code} {answer.text}")
     if answer.status_code != 200:
         return 1

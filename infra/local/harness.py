@@ -7,6 +7,7 @@ does: `python -m infra.local.serve` in its own process, reached over HTTP only.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -24,6 +25,16 @@ import requests
 from infra.template import ROOT
 
 HOST = "127.0.0.1"
+
+
+def provider_signature(key: str, task_id: str, timestamp: str) -> str:
+    """The provider's signature, from the handler code itself (handler/ is put on the path)."""
+    handler = str(ROOT / "handler")
+    if handler not in sys.path:
+        sys.path.insert(0, handler)
+    from videohook.signature import sign
+
+    return sign(key, task_id, timestamp)
 
 
 def free_port() -> int:
@@ -84,6 +95,46 @@ class StackProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"the local stack was not healthy after {timeout} s")
+
+    def boot(self, timeout: float = 30) -> dict[str, Any]:
+        """Start and wait for /health; a stack that never gets healthy is killed, then raised."""
+        self.start()
+        try:
+            return self.wait_healthy(timeout)
+        except RuntimeError:
+            self.stop(signal.SIGKILL)
+            raise
+
+    def post_callback(
+        self,
+        task_id: str,
+        video_url: str,
+        *,
+        token: str | None,
+        key: str,
+        callback_url: str | None = None,
+    ) -> requests.Response:
+        """POST the provider's success callback as the provider sends it: JSON, token, signature.
+
+        `callback_url` (a full URL, token included) replaces this stack's /callbacks?token=.
+        """
+        body = {
+            "code": 200,
+            "msg": "All generated successfully.",
+            "data": {"task_id": task_id, "video_url": video_url},
+        }
+        stamp = str(int(time.time()))
+        return requests.post(
+            callback_url or f"{self.api}/callbacks",
+            params={"token": token} if token is not None and callback_url is None else None,
+            data=json.dumps(body),
+            headers={
+                "Content-Type": "application/json",
+                "X-Webhook-Timestamp": stamp,
+                "X-Webhook-Signature": provider_signature(key, task_id, stamp),
+            },
+            timeout=15,
+        )
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
         """Signal the stack and wait; kill its whole group if it does not stop in time."""

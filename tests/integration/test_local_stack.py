@@ -34,7 +34,6 @@ from infra.local.harness import FileOrigin, StackProcess, s3_object_digest, wait
 from infra.local.triggers import failed_ids
 from infra.template import ROOT, load_template
 from tests.fakes.provider_server import RECORD_INFO_PATH, FakeProvider
-from videohook.signature import sign
 
 pytestmark = pytest.mark.integration
 
@@ -78,11 +77,9 @@ def start_stack(log_path: Path, **env: str) -> Running:
     out = open(log_path, "wb")  # noqa: SIM115 - closed by Running.stop; read through log_path
     stack = Running(env, output=out)
     stack.log_path = log_path
-    stack.start()
     try:
-        stack.health = stack.wait_healthy(timeout=30)
+        stack.health = stack.boot(timeout=30)
     except RuntimeError as error:
-        stack.stop(signal.SIGKILL)
         raise AssertionError(f"{error}{stack.tail()}") from None
     return stack
 
@@ -149,20 +146,8 @@ def post_callback(
     token: str | None = TOKEN,
     callback_url: str | None = None,
 ) -> requests.Response:
-    """POST the provider's success callback, as the provider sends it, to `callback_url`."""
-    body = {"code": 200, "msg": "All generated successfully.", "data": {"task_id": task_id, "video_url": url}}
-    stamp = str(int(time.time()))
-    return requests.post(
-        callback_url or f"{stack.api}/callbacks",
-        params={"token": token} if token is not None and callback_url is None else None,
-        data=json.dumps(body),
-        headers={
-            "Content-Type": "application/json",
-            "X-Webhook-Timestamp": stamp,
-            "X-Webhook-Signature": sign(key, task_id, stamp),
-        },
-        timeout=15,
-    )
+    """The provider's success callback, with this suite's key and token by default."""
+    return stack.post_callback(task_id, url, token=token, key=key, callback_url=callback_url)
 
 
 # --- the main job -------------------------------------------------------------------------

@@ -107,12 +107,10 @@ class LocalStack(StackProcess):
         self._local = threading.local()
         self.sent = 0
 
-    def boot(self) -> LocalStack:
-        self.start()
+    def start_healthy(self) -> LocalStack:
         try:
-            self.health = self.wait_healthy(timeout=60)
+            self.health = self.boot(timeout=60)
         except RuntimeError as error:
-            self.stop(signal.SIGKILL)
             raise RuntimeError(f"{self.name} stack: {error}{self.tail()}") from None
         return self
 
@@ -334,7 +332,7 @@ class Stacks:
     def __getitem__(self, name: str) -> LocalStack:
         with self.lock:
             if name not in self.started:
-                self.started[name] = LocalStack(name, dict(PROFILES[name]), self.log_dir).boot()
+                self.started[name] = LocalStack(name, dict(PROFILES[name]), self.log_dir).start_healthy()
             return self.started[name]
 
     def stop(self) -> None:
