@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from videohook.reconcile import Reconciler
+from videohook.reconciler import Reconciler
 from videohook.services import provider_client, services
 
 logger = Logger()

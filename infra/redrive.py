@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 
 from infra import resources
-from videohook.queue import TransferQueue
+from videohook.transfer_queue import TransferQueue
 from videohook.store import TaskStore
 
 

@@ -11,12 +11,12 @@ from aws_lambda_powertools import Logger
 from videohook import aws, config
 from videohook.config import Settings, get_settings
 from videohook.errors import ConfigError
-from videohook.queue import TransferQueue
+from videohook.transfer_queue import TransferQueue
 from videohook.store import TaskStore
 
 if TYPE_CHECKING:  # the transfer and provider modules pull in an HTTP client the callback path never uses
     from videohook.provider import ProviderClient
-    from videohook.transfers import TransferService
+    from videohook.transfer_service import TransferService
 
 logger = Logger(child=True)
 
@@ -64,7 +64,7 @@ def _provider(base_url: str, api_key: str) -> ProviderClient:
 
 def transfer_service() -> TransferService:
     from videohook.copier import VideoCopier
-    from videohook.transfers import TransferService
+    from videohook.transfer_service import TransferService
 
     svc = services()
     settings = svc.settings

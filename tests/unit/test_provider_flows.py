@@ -29,7 +29,7 @@ from tests.fakes.provider_server import GENERATE_PATH, RECORD_INFO_PATH, FakePro
 from tests.fakes.video_server import VideoServer
 from videohook import services
 from videohook.models import Callback
-from videohook.reconcile import BACKOFF_SECONDS, POLL_INTERVAL_SECONDS, REFUSED_RETRY_SECONDS
+from videohook.reconciler import BACKOFF_SECONDS, POLL_INTERVAL_SECONDS, REFUSED_RETRY_SECONDS
 
 KEY = "test-provider-key-0123456789abcdef"
 TASK = "taskId_774b9aa0422f"  # the task of events/submit_task.json

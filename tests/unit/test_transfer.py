@@ -39,7 +39,7 @@ from videohook.errors import LeaseLost
 from videohook.models import Callback
 from videohook.source import SourceSession
 from videohook.store import StoredVideo
-from videohook.transfers import TransferService
+from videohook.transfer_service import TransferService
 
 MESSAGE = "transfer_message.json"
 TASK = json.loads(load_event(MESSAGE)["Records"][0]["body"])["task_id"]

@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger
 from videohook.errors import ProviderError
 from videohook.models import SUCCESS_CODE, Callback, TaskStatus
 from videohook.provider import ProviderClient
-from videohook.queue import TransferQueue
+from videohook.transfer_queue import TransferQueue
 from videohook.store import TaskStore
 
 logger = Logger(child=True)
