@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 
 from infra import resources
-from videohook.transfer_queue import TransferQueue
 from videohook.store import TaskStore
+from videohook.transfer_queue import TransferQueue
 
 
 def move_dead_letters(sqs: Any, source_url: str, target_url: str) -> int:

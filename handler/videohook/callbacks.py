@@ -16,9 +16,9 @@ from aws_lambda_powertools import Logger
 from videohook.config import Settings
 from videohook.errors import PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from videohook.models import MAX_CALLBACK_BYTES, Callback, parse_callback
-from videohook.transfer_queue import TransferQueue
 from videohook.signature import verify_signature, verify_token
 from videohook.store import CallbackOutcome, TaskStore
+from videohook.transfer_queue import TransferQueue
 
 logger = Logger(child=True)
 

@@ -19,8 +19,8 @@ from aws_lambda_powertools import Logger
 from videohook.errors import ProviderError
 from videohook.models import SUCCESS_CODE, Callback, TaskStatus
 from videohook.provider import ProviderClient
-from videohook.transfer_queue import TransferQueue
 from videohook.store import TaskStore
+from videohook.transfer_queue import TransferQueue
 
 logger = Logger(child=True)
 

@@ -11,8 +11,8 @@ from aws_lambda_powertools import Logger
 from videohook import aws, config
 from videohook.config import Settings, get_settings
 from videohook.errors import ConfigError
-from videohook.transfer_queue import TransferQueue
 from videohook.store import TaskStore
+from videohook.transfer_queue import TransferQueue
 
 if TYPE_CHECKING:  # the transfer and provider modules pull in an HTTP client the callback path never uses
     from videohook.provider import ProviderClient
