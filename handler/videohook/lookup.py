@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from videohook.errors import NotFound
-from videohook.models import TaskStatus, check_task_id
-from videohook.store import TaskStore, public_record
+from videohook.lifecycle import TaskStatus, public_record
+from videohook.models import check_task_id
+from videohook.store import TaskStore
 
 DOWNLOAD_URL_SECONDS = 15 * 60
 

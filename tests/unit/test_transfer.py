@@ -36,9 +36,8 @@ from tests.fakes.video_server import Generated, VideoServer, repeat_block
 from videohook import services
 from videohook.copier import MAX_RESUMES, READ_CHUNK_BYTES
 from videohook.errors import LeaseLost
-from videohook.models import Callback
+from videohook.models import Callback, StoredVideo
 from videohook.source import SourceSession
-from videohook.store import StoredVideo
 from videohook.transfer_service import TransferService
 
 MESSAGE = "transfer_message.json"
