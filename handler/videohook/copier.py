@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -28,6 +28,9 @@ from videohook.mp4 import Mp4Checker
 from videohook.policy import describe_url
 from videohook.source import SourceSession
 from videohook.upload import MultipartUpload, PartBody, abort_orphaned_uploads
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 logger = Logger(child=True)
 
@@ -195,7 +198,7 @@ class VideoCopier:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         bucket: str,
         *,
         part_bytes: int,

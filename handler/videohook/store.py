@@ -188,7 +188,9 @@ class TaskStore:
 
     def _get(self, task_id: str) -> dict[str, Any] | None:
         with _faults("get_item"):
-            answer = self.client.get_item(TableName=self.table_name, Key=self._key(task_id), ConsistentRead=True)
+            answer = self.client.get_item(
+                TableName=self.table_name, Key=self._key(task_id), ConsistentRead=True
+            )
         return self._decode(answer.get("Item"))
 
     def _revised(self, task_id: str, item: dict[str, Any] | None, change: Change) -> dict[str, Any] | None:
