@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HMAC_KEY = "test-hmac-key-current"
+# The last X-Webhook-Timestamp signed per task id in the current test (see `signed_callback`).
+_stamps: dict[str, int] = {}
 
 # Powertools reads its service name and metrics namespace when the handler modules are
 # imported, so the template's values are set before any test imports one.
@@ -105,6 +107,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
         parameters.clear_caches()
         session = _session()
         stack = Stack.from_file({"ProviderHmacKey": HMAC_KEY}).create(session)
+        _stamps.clear()
         yield AwsWorld(stack=stack, session=session, monkeypatch=monkeypatch)
         services.reset()
         parameters.clear_caches()
@@ -118,12 +121,23 @@ def signed_callback(
     body: dict[str, Any] | None = None,
     timestamp: int | None = None,
 ) -> dict[str, Any]:
-    """A callback event from events/ with a fresh signature (and optionally another body)."""
+    """A callback event from events/ with a fresh signature (and optionally another body).
+
+    Each call is a new delivery, signed afresh as the provider signs every attempt: its
+    timestamp differs from every earlier one for the same task in this test (a second earlier
+    when needed), since the same task id and timestamp again is a replay that changes nothing.
+    Pass `timestamp` to choose it, e.g. to replay a captured signature.
+    """
     event = load_event(name)
     if body is not None:
         event["body"] = json.dumps(body)
     task_id = json.loads(event["body"])["data"]["task_id"]
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    if timestamp is None:
+        timestamp = int(time.time())
+        if task_id in _stamps:
+            timestamp = min(timestamp, _stamps[task_id] - 1)
+        _stamps[task_id] = timestamp
+    stamp = str(timestamp)
     event["headers"]["X-Webhook-Timestamp"] = stamp
     event["headers"]["X-Webhook-Signature"] = sign(key, task_id, stamp)
     event["queryStringParameters"] = {"token": token} if token is not None else None
