@@ -125,7 +125,9 @@ def _callback_storm(stacks: Stacks, sizes: Sizes, result: Result) -> None:
             videos[task_id] = make_video(task_id, rng.randint(*sizes.storm_bytes), rng.randrange(1 << 30))
             urls[task_id] = server.add(f"/{task_id}.mp4", videos[task_id].data)
         # Each delivery is a distinct signed callback (the provider signs every attempt with the
-        # time it sends it): delivery k of a task is signed k seconds in the past, inside the window.
+        # time it sends it): delivery k of a task is signed k seconds before the storm starts,
+        # distinct per task and well inside the 300 s window.
+        signed_base = int(time.time())
         work = [(list(videos)[i % sizes.tasks], i // sizes.tasks) for i in range(sizes.callbacks)]
         rng.shuffle(work)
         pending: queue.Queue[tuple[str, int]] = queue.Queue()
@@ -143,7 +145,7 @@ def _callback_storm(stacks: Stacks, sizes: Sizes, result: Result) -> None:
                 except queue.Empty:
                     return
                 try:
-                    stamp = str(int(time.time()) - k)
+                    stamp = str(signed_base - k)
                     answer = stack.post_callback(success(task_id, urls[task_id]), stamp=stamp)
                     status = answer.status_code
                 except requests.RequestException as error:
