@@ -335,7 +335,7 @@ def test_non_printable_box_type_at_top_level_ends_the_boxes() -> None:
     ("garbage", "expected"),
     [
         (b"\x00\x00\x10\x00free....", "truncated: stream ends inside free"),
-        (b"\x00\x00\x10\x00moof" + bytes(100), "truncated: stream ends inside moof"),
+        (b"\x00\x00\x10\x00moof" + full(b"mfhd", 0, 0, bytes(4)), "truncated: stream ends inside moof"),
         (struct.pack(">I4sQ", 1, b"mdat", 1 << 40)[:12], "truncated: stream ends inside the header of a mdat"),
     ],
 )
