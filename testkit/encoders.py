@@ -96,7 +96,7 @@ def _add_video(out: Any, layout: Layout) -> Any:
     stream.width = layout.width
     stream.height = layout.height
     stream.pix_fmt = layout.pix_fmt
-    options = {"g": str(layout.gop)}
+    options = {"g": str(layout.gop), "threads": "1"}  # tiny frames: threads only cost start-up time
     if layout.video_codec in ("libx264", "libx265"):
         options["preset"] = "ultrafast"
         options["bf"] = str(layout.bframes)

@@ -103,7 +103,11 @@ _LEAVES: dict[bytes | None, frozenset[bytes]] = {
     b"mdia": frozenset({b"mdhd", b"hdlr"}),
     b"mvex": frozenset({b"mehd", b"trex"}),
     b"traf": frozenset({b"tfhd"}),
+    b"stbl": frozenset({b"stsd"}),
 }
+# stsd is read further than other leaves: a visual sample entry's `pasp` (pixel aspect) box
+# follows its codec configuration, which can take a few hundred bytes.
+STSD_PREFIX_CAP = 1024
 # Tables streamed record by record, by parent type.
 _TABLES: dict[bytes | None, frozenset[bytes]] = {
     b"stbl": frozenset({b"stts", b"ctts", b"stsc", b"stsz", b"stz2", b"stco", b"co64"}),
@@ -150,6 +154,8 @@ class _Track:
     track_id: int | None = None
     width_fx: int = 0  # 16.16 fixed point, before rotation
     height_fx: int = 0
+    coded_width: int = 0  # the visual sample entry's size and pixel aspect (pasp)
+    pixel_aspect: tuple[int, int] | None = None
     rotation: int = 0
     timescale: int = 0
     mdhd_duration: int = 0
@@ -293,6 +299,7 @@ class Mp4Checker:
         self._cur: _Open | None = None  # current non-container box
         self._remaining: int | None = None  # bytes left in the current box (None: to EOF)
         self._lbuf = bytearray()
+        self._leaf_cap = LEAF_PREFIX_CAP
         self._boxes = 0
         self._warnings: list[str] = []
         # Findings.
@@ -392,7 +399,7 @@ class Mp4Checker:
             rem = self._remaining
             take = n - i if rem is None else min(rem, n - i)
             if state == _LEAF:
-                room = LEAF_PREFIX_CAP - len(self._lbuf)
+                room = self._leaf_cap - len(self._lbuf)
                 if room > 0:
                     self._lbuf += data[i : i + min(room, take)]
             elif state == _TABLE:
@@ -506,6 +513,7 @@ class Mp4Checker:
         if typ in _LEAVES.get(parent_type, _EMPTY):
             self._state = _LEAF
             self._lbuf.clear()
+            self._leaf_cap = STSD_PREFIX_CAP if typ == b"stsd" else LEAF_PREFIX_CAP
         elif typ in _TABLES.get(parent_type, _EMPTY):
             self._state = _TABLE
             self._table = _Table(typ)
@@ -658,6 +666,28 @@ class Mp4Checker:
             self._trex[track_id] = (_u32(buf, 12), _u32(buf, 16))
         elif typ == b"tfhd":
             self._parse_tfhd(typ, buf, flags)
+        elif typ == b"stsd" and self._trak is not None and self._trak.handler == b"vide":
+            self._parse_visual_entry(self._trak, buf)
+
+    @staticmethod
+    def _parse_visual_entry(track: _Track, buf: bytes) -> None:
+        """The first visual sample entry's width and its `pasp` box, if they lie in the prefix kept."""
+        entry = 8  # after version, flags and entry count
+        if len(buf) < entry + 8 + 78:
+            return
+        entry_end = entry + _u32(buf, entry)
+        track.coded_width = int.from_bytes(buf[entry + 32 : entry + 34], "big")
+        child = entry + 8 + 78
+        while child + 8 <= min(entry_end, len(buf)):
+            size = _u32(buf, child)
+            if buf[child + 4 : child + 8] == b"pasp" and size >= 16 and child + 16 <= len(buf):
+                h_spacing, v_spacing = _u32(buf, child + 8), _u32(buf, child + 12)
+                if h_spacing and v_spacing:
+                    track.pixel_aspect = (h_spacing, v_spacing)
+                return
+            if size < 8:
+                return
+            child += size
 
     def _parse_tfhd(self, typ: bytes, buf: bytes, flags: int) -> None:
         need = 8 + (8 if flags & 0x01 else 0) + (4 if flags & 0x02 else 0)
@@ -1203,6 +1233,10 @@ class Mp4Checker:
         rotation = 0
         if video is not None:
             width, height = (video.width_fx + 0x8000) >> 16, (video.height_fx + 0x8000) >> 16
+            if video.pixel_aspect and width == video.coded_width:
+                # The track header gives the coded size: a player applies the pixel aspect.
+                h_spacing, v_spacing = video.pixel_aspect
+                width = round(width * h_spacing / v_spacing)
             rotation = video.rotation
             if rotation in (90, 270):
                 width, height = height, width
