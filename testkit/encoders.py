@@ -156,7 +156,7 @@ def encode(layout: Layout, path: str | Path) -> Path:
         video = _add_video(out, layout) if layout.video_codec else None
         audio = _add_audio(out, layout) if layout.audio_codec else None
         if video is not None:
-            frames = int(round(layout.seconds * float(layout.fps)))
+            frames = round(layout.seconds * float(layout.fps))
             for i in range(frames):
                 frame = av.VideoFrame(layout.width, layout.height, layout.pix_fmt)
                 _fill(frame, _video_planes(layout, i))
@@ -191,7 +191,7 @@ def reference(path: str | Path) -> Reference:
         if aspect and aspect != 1:
             width = round(width * aspect)
         frame = next(container.decode(stream), None)
-        counter_clockwise = int(round(frame.rotation)) if frame is not None else 0
+        counter_clockwise = round(frame.rotation) if frame is not None else 0
         rotation = (-counter_clockwise) % 360
         if rotation in (90, 270):
             width, height = height, width

@@ -382,7 +382,7 @@ class Mp4Checker:
         i = 0
         while i < n:
             state = self._state
-            if state == _HEADER or state == _TERM:
+            if state in (_HEADER, _TERM):
                 take = min(self._hneed - len(self._hbuf), n - i)
                 self._hbuf += data[i : i + take]
                 i += take

@@ -112,6 +112,8 @@ class StoredVideo:
     duration_seconds: float | None
     width: int | None
     height: int | None
+    rotation: int | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def plan_callback(
@@ -452,6 +454,8 @@ class TaskStore:
             else None,
             "width": video.width,
             "height": video.height,
+            "rotation": video.rotation,
+            "warnings": list(video.warnings) or None,  # absent when the check tolerated nothing
         }
         sets.update({k: v for k, v in optional.items() if v is not None})
         update = Update(

@@ -21,6 +21,7 @@ from videohook.copier import CopyResult, VideoCopier
 from videohook.errors import (
     AwsFault,
     GenerationFailed,
+    InvalidMp4,
     LeaseLost,
     ProviderError,
     TransferError,
@@ -88,7 +89,15 @@ class TransferService:
         try:
             url = self._confirmed_url(task)
             with self.source_factory(self.policy) as source:
-                result = self.copier.copy(task_id, url, source, self._progress(task_id, owner, deadline))
+                progress = self._progress(task_id, owner, deadline)
+                try:
+                    result = self.copier.copy(task_id, url, source, progress)
+                except InvalidMp4 as error:
+                    # A CDN may answer 200 with an error page: fetch once more before failing the task.
+                    logger.warning(
+                        "not a playable MP4; fetching it once more", extra={"reason": error.message}
+                    )
+                    result = self.copier.copy(task_id, url, source, progress)
         except LeaseLost:
             logger.warning("lease lost mid-copy; another worker owns the task now")
             return TransferOutcome(status="lease_lost")
@@ -111,6 +120,8 @@ class TransferService:
                 duration_seconds=result.info.duration_seconds,
                 width=result.info.width,
                 height=result.info.height,
+                rotation=result.info.rotation,
+                warnings=result.info.warnings,
             ),
         )
         seconds = time.monotonic() - started

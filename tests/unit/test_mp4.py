@@ -336,7 +336,10 @@ def test_non_printable_box_type_at_top_level_ends_the_boxes() -> None:
     [
         (b"\x00\x00\x10\x00free....", "truncated: stream ends inside free"),
         (b"\x00\x00\x10\x00moof" + full(b"mfhd", 0, 0, bytes(4)), "truncated: stream ends inside moof"),
-        (struct.pack(">I4sQ", 1, b"mdat", 1 << 40)[:12], "truncated: stream ends inside the header of a mdat"),
+        (
+            struct.pack(">I4sQ", 1, b"mdat", 1 << 40)[:12],
+            "truncated: stream ends inside the header of a mdat",
+        ),
     ],
 )
 def test_known_top_level_box_cut_short_at_the_end_is_refused(garbage: bytes, expected: str) -> None:
@@ -359,7 +362,9 @@ def test_known_top_level_box_cut_short_at_the_end_is_refused(garbage: bytes, exp
         (b"\x00\x00\x10\x00abcd" + bytes(20), "28 bytes after the last box"),
     ],
 )
-def test_trailing_bytes_that_cannot_be_a_box_are_accepted_with_a_warning(garbage: bytes, expected: str) -> None:
+def test_trailing_bytes_that_cannot_be_a_box_are_accepted_with_a_warning(
+    garbage: bytes, expected: str
+) -> None:
     # GIVEN a valid file followed by bytes that cannot be the start of a known box cut short
     data = simple() + garbage
     # WHEN checked, whole and byte by byte

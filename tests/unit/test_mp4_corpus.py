@@ -43,7 +43,10 @@ LAYOUTS = [
     Layout("frag_separate_moof", audio_codec="aac", movflags=EMPTY_MOOV + "+separate_moof"),
     Layout("frag_omit_tfhd_offset", audio_codec="aac", movflags=EMPTY_MOOV + "+omit_tfhd_offset"),
     Layout(
-        "frag_negative_cts_offsets", bframes=2, audio_codec="aac", movflags=EMPTY_MOOV + "+negative_cts_offsets"
+        "frag_negative_cts_offsets",
+        bframes=2,
+        audio_codec="aac",
+        movflags=EMPTY_MOOV + "+negative_cts_offsets",
     ),
     Layout("frag_bframes", bframes=2, audio_codec="aac", movflags="frag_keyframe"),
     Layout("frag_every_frame", movflags="frag_every_frame+empty_moov"),
@@ -393,7 +396,11 @@ DAMAGED: dict[str, tuple[str, Edit, str]] = {
     "stsz_count_smaller": (MOOV_AT_END, stsz_count(lambda n: n // 2), "refused: more samples"),
     "stsz_entry_huge": (FASTSTART, stsz_entry_huge, "refused: outside the media data"),
     "stsc_samples_per_chunk_garbled": (MOOV_AT_END, stsc_more_per_chunk, "refused"),
-    "trun_data_offset_garbled": (FRAGMENTED, trun_field(8, lambda v: v + 100_000), "refused: outside the media data"),
+    "trun_data_offset_garbled": (
+        FRAGMENTED,
+        trun_field(8, lambda v: v + 100_000),
+        "refused: outside the media data",
+    ),
     "trun_sample_count_garbled": (FRAGMENTED, trun_field(4, lambda v: v + 5000), "refused: declares"),
     "tfhd_base_offset_garbled": (FRAG_IN_MOOV, tfhd_base_offset, "refused: outside the media data"),
     "second_moov_appended": (FASTSTART, append_moov, "refused: second moov"),
@@ -419,16 +426,28 @@ DAMAGED: dict[str, tuple[str, Edit, str]] = {
     # Tolerated, with a warning: players play these.
     "leading_free_box": (FASTSTART, insert_free_before_ftyp(b"free", b""), "accepted_with_warnings"),
     "leading_wide_box": (MOOV_AT_END, insert_free_before_ftyp(b"wide", b""), "accepted_with_warnings"),
-    "leading_skip_box_with_payload": (FASTSTART, insert_free_before_ftyp(b"skip", bytes(100)), "accepted_with_warnings"),
+    "leading_skip_box_with_payload": (
+        FASTSTART,
+        insert_free_before_ftyp(b"skip", bytes(100)),
+        "accepted_with_warnings",
+    ),
     "appended_3_bytes": (FASTSTART, lambda d: d + b"\n\r\n", "accepted_with_warnings"),
     "appended_zero_padding": (MOOV_AT_END, lambda d: d + bytes(1024), "accepted_with_warnings"),
     "appended_html_page": (FRAGMENTED, lambda d: d + HTML, "accepted_with_warnings"),
-    "appended_7_bytes_of_a_header": (FASTSTART, lambda d: d + b"\x00\x00\x10\x00moo", "accepted_with_warnings"),
+    "appended_7_bytes_of_a_header": (
+        FASTSTART,
+        lambda d: d + b"\x00\x00\x10\x00moo",
+        "accepted_with_warnings",
+    ),
     # Accepted as they are.
     "moov_zero_terminator": (MOOV_AT_END, moov_zero_terminator, "accepted"),
     "mdat_64_bit_size": (MOOV_AT_END, mdat_64_bit, "accepted"),
     "mdat_size_0_to_the_end": (FASTSTART, mdat_size_0, "accepted"),
-    "unknown_top_level_box": (FASTSTART, lambda d: d + struct.pack(">I4s", 108, b"abcd") + bytes(100), "accepted"),
+    "unknown_top_level_box": (
+        FASTSTART,
+        lambda d: d + struct.pack(">I4s", 108, b"abcd") + bytes(100),
+        "accepted",
+    ),
 }
 
 
