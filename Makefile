@@ -37,7 +37,7 @@ bench: $(BIN)/.installed
 # Issue 7's reliability scenarios at full size, against the local stack from the outside
 # (tests/reliability; `make test` runs them at CI size). Prints a summary table per scenario.
 reliability: $(BIN)/.installed
-	$(BIN)/python -m infra.reliability
+	$(BIN)/python -m tests.reliability
 
 # Operations on a deployed stack (STACK=name) or, without STACK, the local stack.
 callback-url: $(BIN)/.installed

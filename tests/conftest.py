@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,11 +21,10 @@ import pytest
 from moto import mock_aws
 
 from infra.template import Stack, load_template
+from testkit.callbacks import load_event, signed_event
 from videohook import services
-from videohook.signature import sign
 
 ROOT = Path(__file__).resolve().parent.parent
-EVENTS = ROOT / "events"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HMAC_KEY = "test-hmac-key-current"
 
@@ -36,10 +34,6 @@ for _name, _value in load_template()["Globals"]["Function"]["Environment"]["Vari
     if _name.startswith("POWERTOOLS_"):
         os.environ.setdefault(_name, str(_value))
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text())
 
 
 @dataclass
@@ -119,16 +113,7 @@ def signed_callback(
     timestamp: int | None = None,
 ) -> dict[str, Any]:
     """A callback event from events/ with a fresh signature (and optionally another body)."""
-    event = load_event(name)
-    if body is not None:
-        event["body"] = json.dumps(body)
-    task_id = json.loads(event["body"])["data"]["task_id"]
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    event["headers"]["X-Webhook-Timestamp"] = stamp
-    event["headers"]["X-Webhook-Signature"] = sign(key, task_id, stamp)
-    event["queryStringParameters"] = {"token": token} if token is not None else None
-    event["multiValueQueryStringParameters"] = {"token": [token]} if token is not None else None
-    return event
+    return signed_event(load_event(name), key=key, token=token, body=body, timestamp=timestamp)
 
 
 def answer_json(answer: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.provisional import domains, urls
 
 import ingest
-from infra.local.lambdas import LambdaContext
+from testkit.lambda_context import LambdaContext
 from tests.conftest import HMAC_KEY, AwsWorld, load_event
 from videohook.signature import sign
 

@@ -17,7 +17,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fakes.provider_server import COMPLETE_TIME, CREATE_TIME, FakeProvider
+from testkit.provider import COMPLETE_TIME, CREATE_TIME, FakeProvider
 from videohook.errors import ConfigError, ProviderError
 from videohook.provider import RETRYABLE_CODES, ProviderClient, RecordInfo, SuccessFlag, parse_time
 

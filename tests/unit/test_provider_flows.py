@@ -22,11 +22,11 @@ import pytest
 import ingest
 import reconcile
 import transfer
-from infra.local.lambdas import LambdaContext
+from testkit import provider as provider_server
+from testkit.lambda_context import LambdaContext
+from testkit.provider import GENERATE_PATH, RECORD_INFO_PATH, FakeProvider
+from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, answer_json, load_event, signed_callback
-from tests.fakes import provider_server
-from tests.fakes.provider_server import GENERATE_PATH, RECORD_INFO_PATH, FakeProvider
-from tests.fakes.video_server import VideoServer
 from videohook import services
 from videohook.models import Callback
 from videohook.reconciler import BACKOFF_SECONDS, POLL_INTERVAL_SECONDS, REFUSED_RETRY_SECONDS
