@@ -121,3 +121,14 @@ def answer_json(answer: dict[str, Any]) -> dict[str, Any]:
     if answer.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
     return json.loads(body)
+
+
+INTEGRATION_DIRS = {"integration", "reliability"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration and tests/reliability starts processes: `integration`."""
+    for item in items:
+        parts = set(Path(str(item.path)).resolve().relative_to(ROOT / "tests").parts)
+        if INTEGRATION_DIRS & parts:
+            item.add_marker(pytest.mark.integration)
