@@ -14,9 +14,8 @@ import hashlib
 import random
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
-from testkit.video_source import Generated, repeat_block
+from testkit.video_source import Generated, Video, repeat_block
 from videohook.mp4 import Mp4Checker
 
 # 64 KiB + 7 of pseudo-random bytes: parts and read chunks never line up with its period.
@@ -143,22 +142,6 @@ def generated_sha256(video: Generated) -> str:
     for chunk in video.chunks(0):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class Video:
-    """A source video: its bytes and what the stored copy must match."""
-
-    name: str
-    data: bytes
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
 
 
 def make_video(name: str, size: int, seed: int, *, moov_last: bool | None = None) -> Video:

@@ -69,11 +69,16 @@ def repeat_block(block: bytes, size: int, *, start: int = 0) -> Iterator[bytes]:
 
 
 @dataclass(frozen=True)
-class ServedFile:
-    """A file the server answers for: its URL and the bytes a copy of it must match."""
+class Video:
+    """A source video: its bytes, what the stored copy must match, and where it is served."""
 
-    url: str
+    name: str
     data: bytes
+    url: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
     @property
     def sha256(self) -> str:
@@ -182,10 +187,10 @@ class VideoServer:
             self.routes[path] = route
         return self.url(path)
 
-    def serve_file(self, path: Path, **behaviour: Any) -> ServedFile:
+    def serve_file(self, path: Path, **behaviour: Any) -> Video:
         """Serve a file's bytes at `/<file name>`, as a provider's CDN would."""
         data = path.read_bytes()
-        return ServedFile(self.add(f"/{path.name}", data, **behaviour), data)
+        return Video(path.name, data, self.add(f"/{path.name}", data, **behaviour))
 
     def redirect(self, path: str, to: str, status: int = 302) -> str:
         """`path` answers `status` with Location `to` (a path on this server or a full URL)."""

@@ -18,10 +18,12 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import settings
 from moto import mock_aws
 
 from infra.template import Stack, load_template
 from testkit.callbacks import load_event, signed_event
+from testkit.provider import FakeProvider
 from videohook import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,13 @@ for _name, _value in load_template()["Globals"]["Function"]["Environment"]["Vari
     if _name.startswith("POWERTOOLS_"):
         os.environ.setdefault(_name, str(_value))
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+# Hypothesis: `make unit` tries fewer examples per property so the suite stays fast; every
+# property still runs, and failures found are replayed from .hypothesis first.
+# HYPOTHESIS_PROFILE=thorough tries many more (before a release, or after touching ingest).
+settings.register_profile("unit", max_examples=40)
+settings.register_profile("thorough", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "unit"))
 
 
 @dataclass
@@ -102,6 +111,16 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
         yield AwsWorld(stack=stack, session=session, monkeypatch=monkeypatch)
         services.reset()
         parameters.clear_caches()
+
+
+@pytest.fixture(scope="session")
+def provider_server() -> Iterator[FakeProvider]:
+    """One fake provider for the whole run (stopping a server costs its 0.5 s poll interval).
+
+    Take it through a fixture that calls `reset(api_key=...)`, so each test starts clean.
+    """
+    with FakeProvider() as fake:
+        yield fake
 
 
 def signed_callback(

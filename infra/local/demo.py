@@ -21,7 +21,7 @@ import requests
 
 from infra.local.harness import StackProcess, s3_object_digest, wait_for_task
 from infra.template import ROOT
-from testkit.video_source import ServedFile, VideoServer
+from testkit.video_source import Video, VideoServer
 
 SAMPLE = ROOT / "tests" / "fixtures" / "faststart.mp4"
 TIMEOUT_SECONDS = 60
@@ -47,7 +47,7 @@ def run() -> int:
     return code if stopped == 0 else 1
 
 
-def demonstrate(stack: StackProcess, origin: ServedFile, token: str, hmac_key: str) -> int:
+def demonstrate(stack: StackProcess, origin: Video, token: str, hmac_key: str) -> int:
     """The main job, once: callback in, video stored, object checked against the source."""
     started = time.monotonic()
     health = stack.wait_healthy()

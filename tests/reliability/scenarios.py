@@ -31,8 +31,8 @@ from typing import Any
 import requests
 
 from testkit.callbacks import callback_body
-from testkit.media import Video, make_video
-from testkit.video_source import VideoServer
+from testkit.media import make_video
+from testkit.video_source import Video, VideoServer
 from tests.reliability.harness import (
     HMAC_KEYS,
     PART_BYTES,

@@ -26,17 +26,9 @@ VIDEO = "https://cdn.example.com/videos/video_847715e66259.mp4"
 CALLBACK = "https://abc.execute-api.eu-west-1.amazonaws.com/Prod/callbacks?token=tok"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeProvider]:
-    with FakeProvider(api_key=KEY) as fp:
-        yield fp
-
-
 @pytest.fixture
-def fake(server: FakeProvider) -> FakeProvider:
-    """The shared server, with scripts and recorded requests reset (one server keeps the suite fast)."""
-    server.reset()
-    return server
+def fake(provider_server: FakeProvider) -> FakeProvider:
+    return provider_server.reset(api_key=KEY)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import pytest
 import ingest
 import reconcile
 import transfer
-from testkit import provider as provider_server
 from testkit.lambda_context import LambdaContext
 from testkit.provider import GENERATE_PATH, RECORD_INFO_PATH, FakeProvider
 from testkit.video_source import VideoServer
@@ -42,21 +41,9 @@ INTERNAL = {"revision", "lease_owner", "lease_expires", "transfer_queued", "poll
 # --- set-up ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    """One fake provider for the module (stopping a server costs its 0.5 s poll interval)."""
-    with pytest.MonkeyPatch.context() as patch:
-        # socketserver's listen backlog is 5: under reconcile's 16 parallel polls (and a busy GIL)
-        # the kernel drops SYNs and the client sees 3 s ConnectTimeouts no real provider causes.
-        patch.setattr(provider_server._Server, "request_queue_size", 128)
-        with FakeProvider(api_key=KEY) as fake:
-            yield fake
-
-
 @pytest.fixture
-def fp(provider: FakeProvider) -> FakeProvider:
-    provider.reset()
-    return provider
+def fp(provider_server: FakeProvider) -> FakeProvider:
+    return provider_server.reset(api_key=KEY)
 
 
 @pytest.fixture
