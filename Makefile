@@ -20,6 +20,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
 
+# The type checker, strict on handler/ (configured in pyproject.toml).
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
