@@ -258,8 +258,11 @@ def _show(raw: bytes) -> str:
     return "'" + "".join(chr(c) if 0x20 <= c <= 0x7E else "." for c in raw) + "'"
 
 
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
 def _printable(typ: bytes) -> bool:
-    return all(0x20 <= c <= 0x7E for c in typ)
+    return not typ.translate(None, _PRINTABLE)  # nothing left once printable ASCII is deleted
 
 
 class Mp4Checker:
