@@ -7,7 +7,8 @@ rotation). A valid file must be accepted with the reference's duration (within 1
 and size; every damaged variant gets its verdict (accepted, accepted with a warning, refused
 with a reason in words), and valid variants are compared with PyAV's reading of the variant.
 Every file gets the same verdict whatever the chunk size (1, 7, 4096 and 256 KiB).
-Run `python -m tests.unit.test_mp4_corpus` for the table of layout -> verdict vs reference.
+Run `PYTHONPATH=handler:. .venv/bin/python -m tests.unit.test_mp4_corpus` for the table (layout -> verdict,
+duration and size vs the reference).
 """
 
 from __future__ import annotations
