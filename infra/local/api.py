@@ -394,6 +394,6 @@ class ApiServer(ThreadingHTTPServer):
         """One line for a client that went away; a traceback only for a fault of this server."""
         error = sys.exc_info()[1]
         if isinstance(error, OSError):
-            log.info("api connection from %s ended: %s", client_address[0], type(error).__name__)
+            log.debug("api connection from %s ended: %s", client_address[0], type(error).__name__)
         else:
             log.exception("api: unexpected error serving %s", client_address[0])
