@@ -20,7 +20,7 @@ from videohook.models import TaskStatus, TransferRequest
 from videohook.services import transfer_service
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore"])  # AWS SDK calls only: video URLs are signed
 metrics = Metrics()
 # A batch whose every record failed is still answered with batchItemFailures, not an exception.
 # Seconds kept back from the Lambda timeout to abort the upload and release the task.
