@@ -10,7 +10,6 @@ provider that echoes the callBackUrl it was sent.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from importlib import import_module
 from typing import Any
@@ -23,6 +22,7 @@ from infra.template import Stack
 from tests.conftest import AwsWorld, answer_json, load_event, signed_callback
 from tests.fakes import provider_server
 from tests.fakes.provider_server import ECHO_CALLBACK_URL, FakeProvider
+from tests.log_capture import captured_log_lines
 from videohook import services
 
 KEY = "test-provider-key-0123456789abcdef"
@@ -58,45 +58,9 @@ def fp(provider: FakeProvider) -> FakeProvider:
     return provider
 
 
-class LogLines(logging.Handler):
-    """Every log record of the process, as text with all its fields (message, args, extras)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        fields = {k: repr(v) for k, v in vars(record).items()}
-        fields["message"] = record.getMessage()
-        self.lines.append(json.dumps(fields))
-
-
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
-    """Every record the project logs, at every level (the AWS SDK's own DEBUG output is not ours).
-
-    The handler sits on the root logger (where the Powertools logger and the core's module
-    loggers propagate) and on any logger that does not propagate.
-    """
-    stack = Stack.from_file()
-    for name in stack.functions():  # their loggers exist once the entry modules are imported
-        import_module(stack.function_spec(name)["Handler"].rsplit(".", 1)[0])
-    capture = LogLines()
-    known = [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    hosts = [logging.getLogger()] + [logger for logger in known if not logger.propagate]
-    ours = [logger for logger in known if logger.name.split(".", 1)[0] in ("videohook", "infra")]
-    levels = [logger.level for logger in ours]
-    for logger in hosts:
-        logger.addHandler(capture)
-    for logger in ours:
-        logger.setLevel(logging.DEBUG)
-    yield capture.lines
-    for logger in hosts:
-        logger.removeHandler(capture)
-    for logger, level in zip(ours, levels, strict=True):
-        logger.setLevel(level)
+    yield from captured_log_lines()
 
 
 def forms(secret: str) -> set[str]:
