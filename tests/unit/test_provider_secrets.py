@@ -17,11 +17,11 @@ from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 
-from infra.local.lambdas import LambdaContext
 from infra.template import Stack
+from testkit import provider as provider_server
+from testkit.lambda_context import LambdaContext
+from testkit.provider import ECHO_CALLBACK_URL, FakeProvider
 from tests.conftest import AwsWorld, answer_json, load_event, signed_callback
-from tests.fakes import provider_server
-from tests.fakes.provider_server import ECHO_CALLBACK_URL, FakeProvider
 from tests.log_capture import captured_log_lines
 from videohook import services
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testkit.video_source import VideoServer
 from tests.conftest import AwsWorld
-from tests.fakes.video_server import VideoServer
 from tests.log_capture import captured_log_lines
 from tests.unit.test_transfer import FIXTURE, Rig, fixture
 
