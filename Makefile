@@ -27,7 +27,8 @@ lock: $(BIN)/.installed
 # python3.12 runtime (found under pyenv when not on PATH).
 SAM_CLI_VERSION := 1.170.0
 SAM_VENV := .venv-sam
-PYTHON312 := $(or $(shell command -v python3.12),$(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))))
+# A real python3.12 (pyenv's shim is skipped: it re-enters itself under sam's PATH).
+PYTHON312 ?= $(or $(firstword $(foreach p,$(shell which -a python3.12 2>/dev/null),$(if $(findstring /shims/,$(p)),,$(p)))),$(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))))
 SAM_ENV := PATH="$(dir $(PYTHON312)):$$PATH" SAM_CLI_TELEMETRY=0
 
 $(SAM_VENV)/bin/sam:
@@ -35,8 +36,9 @@ $(SAM_VENV)/bin/sam:
 	@$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION) \
 		|| { echo "make build: the SAM CLI (aws-sam-cli==$(SAM_CLI_VERSION)) could not be installed into $(SAM_VENV)/"; exit 2; }
 
-build: $(SAM_VENV)/bin/sam
+build:
 	@test -n "$(PYTHON312)" || { echo "make build: python3.12 is missing (sam build needs it for the python3.12 runtime; put it on PATH)"; exit 2; }
+	@$(MAKE) --no-print-directory $(SAM_VENV)/bin/sam
 	@test -x $(SAM_VENV)/bin/sam || { echo "make build: the SAM CLI is missing ($(SAM_VENV)/bin/sam)"; exit 2; }
 	$(SAM_ENV) $(SAM_VENV)/bin/sam build --parallel
 
