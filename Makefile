@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := handler:.
 
-.PHONY: test lint unit serve demo bench reliability callback-url redrive clean lock build sizes
+.PHONY: test lint types unit integration serve demo bench reliability callback-url redrive clean lock build sizes
 
 # The development venv, from the dev lock only (every package pinned with its hash).
 $(BIN)/.installed: requirements-dev.txt
@@ -46,12 +46,34 @@ build:
 sizes: build
 	@du -sh .aws-sam/build/*/ | sed 's|.aws-sam/build/||'
 
+# pytest exits 5 when a selection holds no test: not a failure here.
+PYTEST = $(BIN)/pytest
+NO_TESTS_OK = || test $$? -eq 5
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
 
-test: lint
-	$(BIN)/pytest
+# The type checker, strict on handler/ (configured in pyproject.toml).
+types: $(BIN)/.installed
+	$(BIN)/mypy
+
+# In-process only (moto, servers on 127.0.0.1 in threads): no subprocess, under 60 s.
+# Spread over the machine's cores (pytest-xdist): most of the time is moto building a stack per test.
+unit: $(BIN)/.installed
+	$(PYTEST) -m "not integration" -n auto $(NO_TESTS_OK)
+
+# The local stack as subprocesses: tests/integration and tests/reliability at CI size.
+integration: $(BIN)/.installed
+	$(PYTEST) -m integration $(NO_TESTS_OK)
+
+# What CI runs (.ci/run), in this order, stopping at the first failure.
+test:
+	$(MAKE) lint
+	$(MAKE) types
+	$(MAKE) unit
+	$(MAKE) integration
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam
@@ -69,10 +91,10 @@ demo: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.transfer_bench $(BENCH_ARGS)
 
-# Issue 7's reliability scenarios at full size, against the local stack from the outside
+# The reliability scenarios at full size, against the local stack from the outside
 # (tests/reliability; `make test` runs them at CI size). Prints a summary table per scenario.
 reliability: $(BIN)/.installed
-	$(BIN)/python -m infra.reliability
+	$(BIN)/python -m tests.reliability
 
 # Operations on a deployed stack (STACK=name) or, without STACK, the local stack.
 callback-url: $(BIN)/.installed
