@@ -11,11 +11,11 @@ import json
 import time
 
 import pytest
-from botocore.exceptions import ClientError
 
 import ingest
 import tasks
-from infra.local.lambdas import LambdaContext
+from testkit.aws import client_error
+from testkit.lambda_context import LambdaContext
 from tests.conftest import HMAC_KEY, AwsWorld, answer_json, load_event, signed_callback
 from videohook import services
 from videohook.models import Callback
@@ -386,7 +386,7 @@ def test_unreachable_table_answers_500_and_the_retry_succeeds(world: AwsWorld, m
     class Down:
         def __getattr__(self, name):
             def fail(**_):
-                raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, name)
+                raise client_error(name, "InternalServerError")
 
             return fail
 
@@ -456,6 +456,15 @@ def test_get_task_with_a_bad_id_answers_400(world: AwsWorld) -> None:
     event["path"] = "/tasks/bad id!"
     event["pathParameters"] = {"task_id": "bad id!"}
     assert invoke_tasks(event)[0] == 400
+
+
+def test_a_text_body_holding_a_lone_surrogate_answers_400(world: AwsWorld) -> None:
+    # GIVEN a callback event whose text body holds a lone surrogate (no UTF-8 encoding exists)
+    event = signed_callback(SUCCESS, token=world.callback_token)
+    event["body"] = event["body"][:-1] + ', "x": "\ud800"}'
+    # WHEN it is posted THEN it is refused as bad JSON, not answered 500
+    status, body = invoke(event)
+    assert (status, body["error"]) == (400, "invalid_json")
 
 
 @pytest.mark.parametrize("depth", [900, 5000])

@@ -23,10 +23,10 @@ import ingest
 import reconcile
 import tasks
 import transfer
-from infra.local.lambdas import LambdaContext
+from testkit.lambda_context import LambdaContext
+from testkit.provider import RECORD_INFO_PATH, FakeProvider
+from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, load_event, signed_callback
-from tests.fakes.provider_server import RECORD_INFO_PATH, FakeProvider
-from tests.fakes.video_server import VideoServer
 from videohook import services
 
 TASK = "task-stuck"
@@ -166,18 +166,14 @@ class Rig:
         return 0 if self.provider is None else len(self.provider.requests_to(RECORD_INFO_PATH))
 
 
-@pytest.fixture(scope="module")
-def fake_provider() -> Iterator[FakeProvider]:
-    with FakeProvider(api_key=API_KEY) as fake:
-        yield fake
+@pytest.fixture
+def fake_provider(provider_server: FakeProvider) -> FakeProvider:
+    return provider_server.reset(api_key=API_KEY)
 
 
 @pytest.fixture(params=["no-api-key", "api-key"])
 def rig(request, aws: AwsWorld, fake_provider: FakeProvider, capsys, caplog) -> Iterator[Rig]:
-    provider = None
-    if request.param == "api-key":
-        fake_provider.reset()
-        provider = fake_provider
+    provider = fake_provider if request.param == "api-key" else None
     with VideoServer() as videos:
         yield Rig(aws, provider, videos, capsys, caplog)
 
@@ -405,7 +401,6 @@ def test_a_poll_leaves_nothing_internal_in_the_public_record(
     aws: AwsWorld, fake_provider: FakeProvider, capsys, caplog
 ) -> None:
     # GIVEN a submitted task that the provider still reports PENDING, polled once
-    fake_provider.reset()
     with VideoServer() as videos:
         rig = Rig(aws, fake_provider, videos, capsys, caplog)
         svc = rig.use("TasksFunction")

@@ -19,10 +19,10 @@ import pytest
 import ingest
 import tasks
 import transfer
-from infra.local.lambdas import LambdaContext
+from testkit.lambda_context import LambdaContext
+from testkit.provider import RECORD_INFO_PATH, FakeProvider
+from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, answer_json, load_event, signed_callback
-from tests.fakes.provider_server import RECORD_INFO_PATH, FakeProvider
-from tests.fakes.video_server import VideoServer
 from videohook import services
 from videohook.models import Callback
 
@@ -223,9 +223,8 @@ def get_task(aws: AwsWorld, task_id: str) -> dict:
 
 
 @pytest.fixture
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider(api_key=API_KEY) as fake:
-        yield fake
+def provider(provider_server: FakeProvider) -> FakeProvider:
+    return provider_server.reset(api_key=API_KEY)
 
 
 def test_the_provider_may_confirm_a_new_url_and_the_record_says_what_was_copied(

@@ -1,7 +1,7 @@
 """The transfer path through the transfer function's Lambda entry point, on moto, from a real HTTP source.
 
 Each test records a task through the store (or the ingest function), serves its video from
-`tests.fakes.video_server.VideoServer` on 127.0.0.1 and delivers the SQS message of
+`testkit.video_source.VideoServer` on 127.0.0.1 and delivers the SQS message of
 events/transfer_message.json to `transfer.lambda_handler`. Covered: every fixture's verdict,
 multipart with CRC32 part checksums, resume after drops (Range honoured or ignored), lying or
 missing Content-Length, expired links and server errors, redirects, the size limit, slow
@@ -26,13 +26,14 @@ from typing import Any
 
 import pytest
 from botocore import xform_name
-from botocore.exceptions import ClientError
 
 import ingest
 import transfer
-from infra.local.lambdas import LambdaContext
+from testkit.aws import client_error, on_call
+from testkit.lambda_context import LambdaContext
+from testkit.media import BLOCK, generated_sha256, materialise, streamed_mp4
+from testkit.video_source import Generated, VideoServer
 from tests.conftest import FIXTURES, AwsWorld, load_event, signed_callback
-from tests.fakes.video_server import Generated, VideoServer, repeat_block
 from videohook import services
 from videohook.copier import MAX_RESUMES, READ_CHUNK_BYTES
 from videohook.errors import LeaseLost
@@ -66,66 +67,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# --- synthetic MP4s (ftyp + moov + one large mdat) ------------------------------------------
-
-
-def box(typ: bytes, payload: bytes = b"") -> bytes:
-    return struct.pack(">I4s", 8 + len(payload), typ) + payload
-
-
-def full_box(typ: bytes, flags: int, body: bytes) -> bytes:
-    return box(typ, bytes([0]) + flags.to_bytes(3, "big") + body)
-
-
-def movie_head(width: int = 640, height: int = 360, seconds: int = 2) -> bytes:
-    """ftyp and a moov with one video track of width x height lasting `seconds`."""
-    ftyp = box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41")
-    mvhd = full_box(b"mvhd", 0, struct.pack(">IIII", 0, 0, 1000, seconds * 1000) + bytes(80))
-    tkhd_body = (
-        struct.pack(">IIIII", 0, 0, 1, 0, 0) + bytes(52) + struct.pack(">II", width << 16, height << 16)
-    )
-    mdhd = full_box(b"mdhd", 0, struct.pack(">IIIIHH", 0, 0, 12800, 0, 0, 0))
-    hdlr = full_box(b"hdlr", 0, struct.pack(">I4s", 0, b"vide") + bytes(12) + b"Video\0")
-    stbl = box(b"stbl", box(b"stsd", bytes(8)) + box(b"stts", bytes(8)))
-    minf = box(b"minf", box(b"dinf", box(b"dref", bytes(8))) + stbl)
-    trak = box(b"trak", full_box(b"tkhd", 3, tkhd_body) + box(b"mdia", mdhd + hdlr + minf))
-    return ftyp + box(b"moov", mvhd + trak)
-
-
-# 64 KiB + 7 of pseudo-random bytes: parts and read chunks never line up with its period.
-BLOCK = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2049))[: 64 * 1024 + 7]
-
-
-def synthetic_mp4(media_bytes: int, block: Callable[[], bytes] = lambda: BLOCK) -> Generated:
-    """A valid MP4 of about `media_bytes`, generated per request (never held whole).
-
-    `block` is asked once per request for the mdat filler, so a test can change the
-    video's bytes between two requests.
-    """
-    prefix = movie_head() + struct.pack(">I4s", 8 + media_bytes, b"mdat")
-    size = len(prefix) + media_bytes
-
-    def chunks(start: int) -> Iterator[bytes]:
-        filler = block()
-        if start < len(prefix):
-            yield prefix[start:]
-            start = len(prefix)
-        yield from repeat_block(filler, size, start=start)
-
-    return Generated(size, chunks)
-
-
-def materialise(video: Generated) -> bytes:
-    return b"".join(video.chunks(0))
-
-
-def generated_sha256(video: Generated) -> str:
-    digest = hashlib.sha256()
-    for chunk in video.chunks(0):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def stalling(video: Generated, release: threading.Event, at: int) -> Generated:
     """`video`, except that the first request stalls at byte `at` until `release` is set."""
     calls: list[int] = []
@@ -144,7 +85,7 @@ def stalling(video: Generated, release: threading.Event, at: int) -> Generated:
     return Generated(video.size, chunks)
 
 
-SMALL_SYNTHETIC = materialise(synthetic_mp4(int(2.5 * MIB)))  # 2.5 MiB: three 1 MiB reads
+SMALL_SYNTHETIC = materialise(streamed_mp4(int(2.5 * MIB)))  # 2.5 MiB: three 1 MiB reads
 
 
 # --- the rig -------------------------------------------------------------------------------
@@ -298,6 +239,129 @@ def test_invalid_fixture_fails_at_once_with_a_reason(rig: Rig, name: str, reason
     assert item["status"] == "TRANSFER_FAILED"
     assert reason in item["error"], item["error"]
     assert item["attempts"] == 1 and "lease_owner" not in item
+    # AND the source was fetched once more before the task failed (a CDN's error page may pass)
+    assert len(rig.server.requests_for(f"/{name}")) == 2
+    rig.assert_nothing_left()
+
+
+# --- what the MP4 check tolerates, reads and refuses, as the record shows it -------------------
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, size) of the boxes in data[start:end] (32-bit sizes, as in the fixtures)."""
+    while start + 8 <= end:
+        size, typ = struct.unpack(">I4s", data[start : start + 8])
+        yield typ, start, size
+        start += size
+
+
+def _stbl_tables(data: bytes, typ: bytes) -> Iterator[int]:
+    """Where each box of type `typ` lies in the fixture's moov/trak/mdia/minf/stbl."""
+    path = [b"moov", b"trak", b"mdia", b"minf", b"stbl"]
+
+    def walk(depth: int, start: int, end: int) -> Iterator[int]:
+        for kind, at, size in _boxes(data, start, end):
+            if depth == len(path) and kind == typ:
+                yield at
+            elif depth < len(path) and kind == path[depth]:
+                yield from walk(depth + 1, at + 8, at + size)
+
+    return walk(0, 0, len(data))
+
+
+def with_leading_free(data: bytes) -> bytes:
+    """An 8-byte free box before ftyp, every chunk offset moved by 8 as a muxer writes it."""
+    out = bytearray(data)
+    for at in _stbl_tables(data, b"stco"):
+        count = struct.unpack(">I", data[at + 12 : at + 16])[0]
+        for k in range(count):
+            entry = at + 16 + 4 * k
+            out[entry : entry + 4] = struct.pack(">I", struct.unpack(">I", data[entry : entry + 4])[0] + 8)
+    return struct.pack(">I4s", 8, b"free") + bytes(out)
+
+
+def rotated_90(data: bytes) -> bytes:
+    """The video track's tkhd matrix set to a 90-degree clockwise turn (a portrait phone video)."""
+    out = bytearray(data)
+    for _, trak, size in (b for b in _boxes(data, 32, len(data)) if b[0] == b"moov"):
+        for kind, at, _ in _boxes(data, trak + 8, trak + size):
+            if kind == b"trak" and data[at + 8 + 4 : at + 8 + 8] == b"tkhd":
+                tkhd_body = at + 8 + 8 + 4
+                if struct.unpack(">I", data[tkhd_body + 76 : tkhd_body + 80])[0]:  # has a width
+                    matrix = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+                    out[tkhd_body + 36 : tkhd_body + 72] = matrix
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("variant", "make", "warning"),
+    [
+        ("leading_free", with_leading_free, "leading free box(es) before ftyp"),
+        ("appended_zeros", lambda data: data + bytes(300), "300 bytes after the last box"),
+        ("appended_3_bytes", lambda data: data + b"\r\n\n", "3 bytes after the last box"),
+    ],
+)
+def test_tolerated_mp4_is_stored_with_a_warning(
+    rig: Rig, variant: str, make: Callable[[bytes], bytes], warning: str
+) -> None:
+    # GIVEN a task whose source serves a fixture with a leading free box or bytes appended
+    data = make(fixture("faststart.mp4"))
+    rig.receive(rig.server.add(f"/{variant}.mp4", data))
+    # WHEN its message is delivered
+    assert rig.deliver() == []
+    # THEN it is stored, with what the check tolerated in `warnings`, fetched only once
+    item = rig.assert_stored(TASK, sha256(data), len(data))
+    assert len(item["warnings"]) == 1 and warning in item["warnings"][0], item["warnings"]
+    assert (item["duration_seconds"], item["width"], item["height"], item["rotation"]) == (4.0, 320, 240, 0)
+    assert len(rig.server.requests_for(f"/{variant}.mp4")) == 1
+
+
+def test_clean_mp4_is_stored_without_warnings_and_a_rotated_one_with_its_displayed_size(rig: Rig) -> None:
+    # GIVEN two tasks: the faststart fixture as it is, and the same with its video turned 90 degrees
+    plain, turned = fixture("faststart.mp4"), rotated_90(fixture("faststart.mp4"))
+    rig.receive(rig.server.add("/plain.mp4", plain), "task-plain")
+    rig.receive(rig.server.add("/turned.mp4", turned), "task-turned")
+    # WHEN both messages are delivered
+    assert rig.deliver(message("task-plain"), message("task-turned")) == []
+    # THEN the plain one has rotation 0 and no warnings; the turned one is shown portrait
+    item = rig.assert_stored("task-plain", sha256(plain), len(plain))
+    assert (item["width"], item["height"], item["rotation"]) == (320, 240, 0) and "warnings" not in item
+    item = rig.assert_stored("task-turned", sha256(turned), len(turned))
+    assert (item["width"], item["height"], item["rotation"]) == (240, 320, 90)
+
+
+def test_error_page_then_the_video_is_stored_on_the_same_attempt(rig: Rig) -> None:
+    # GIVEN a source that answers 200 with an HTML error page first, then the video
+    data = fixture("faststart.mp4")
+    page = b"<!DOCTYPE html><html><body>Service busy, try again</body></html>".ljust(len(data), b" ")
+    calls: list[int] = []
+
+    def chunks(start: int) -> Iterator[bytes]:
+        calls.append(start)
+        yield (page if len(calls) == 1 else data)[start:]
+
+    rig.receive(rig.server.add("/flaky.mp4", Generated(len(data), chunks)))
+    # WHEN the message is delivered once
+    assert rig.deliver() == []
+    # THEN the page was refused, the video fetched once more and stored, in one attempt
+    item = rig.assert_stored(TASK, sha256(data), len(data))
+    assert item["attempts"] == 1 and len(calls) == 2
+    assert len(rig.versions()) == 1
+
+
+def test_second_invalid_answer_fails_the_task_with_the_checks_reason(rig: Rig) -> None:
+    # GIVEN a source whose sample table points outside its media data (a damaged chunk offset)
+    data = bytearray(fixture("faststart.mp4"))
+    stco = next(_stbl_tables(bytes(data), b"stco"))
+    data[stco + 16 : stco + 20] = struct.pack(">I", 10**6)
+    rig.receive(rig.server.add("/damaged.mp4", bytes(data)))
+    # WHEN the message is delivered
+    assert rig.deliver() == []
+    # THEN after a second fetch the task fails, in words, and nothing is left in S3
+    item = rig.task()
+    assert item["status"] == "TRANSFER_FAILED" and "outside the media data" in item["error"]
+    assert len(rig.server.requests_for("/damaged.mp4")) == 2
+    rig.assert_nothing_left()
     rig.assert_nothing_left()
 
 
@@ -326,7 +390,7 @@ def test_callback_through_ingest_then_its_queued_message_stores_the_video(rig: R
 def test_large_video_is_sent_in_crc32_checked_parts(rig: Rig) -> None:
     # GIVEN a 13 MiB synthetic MP4 generated by the server, and 5 MiB parts (the minimum)
     rig.configure(TRANSFER_PART_BYTES=str(5 * MIB))
-    video = synthetic_mp4(13 * MIB)
+    video = streamed_mp4(13 * MIB)
     rig.receive(rig.server.add("/large.mp4", video))
     sent: list[tuple[int, str | None, bytes]] = []
     lock = threading.Lock()
@@ -341,13 +405,9 @@ def test_large_video_is_sent_in_crc32_checked_parts(rig: Rig) -> None:
                 )
             )
 
-    s3 = services.services().s3
-    s3.meta.events.register("before-call.s3.UploadPart", record_part)
-    try:
+    with on_call(services.services().s3, "UploadPart", record_part):
         # WHEN its message is delivered
         failures = rig.deliver()
-    finally:
-        s3.meta.events.unregister("before-call.s3.UploadPart", record_part)
     # THEN three parts were sent, 5 + 5 + the rest, each with its own correct CRC32
     assert failures == []
     sent.sort()
@@ -442,7 +502,7 @@ def test_source_whose_bytes_change_under_a_restart_is_not_stitched(rig: Rig) -> 
         calls.append(1)
         return BLOCK if len(calls) == 1 else BLOCK[::-1]
 
-    rig.receive(rig.server.add("/v.mp4", synthetic_mp4(int(2.5 * MIB), block), drop_at=2 * MIB, ranges=False))
+    rig.receive(rig.server.add("/v.mp4", streamed_mp4(int(2.5 * MIB), block), drop_at=2 * MIB, ranges=False))
     # WHEN its message is delivered
     failures = rig.deliver()
     # THEN the attempt is given back for a retry: nothing mixed from two files is stored
@@ -523,13 +583,26 @@ def test_valid_video_without_content_length_is_stored(rig: Rig, framing: str) ->
 
 
 def test_close_delimited_source_cut_short_is_refused_by_the_mp4_check(rig: Rig) -> None:
-    # GIVEN a source without Content-Length whose connection closes early: it looks like an end
-    rig.receive(rig.server.add("/v.mp4", fixture(FIXTURE), framing="close", drop_at=200_000))
-    # WHEN the message is delivered THEN the MP4 check sees the truncation; nothing is stored
+    # GIVEN a source without Content-Length whose connection closes early on every request:
+    # it looks like an end
+    rig.receive(rig.server.add("/v.mp4", fixture(FIXTURE), framing="close", drop_at=200_000, drops=None))
+    # WHEN the message is delivered THEN the MP4 check sees the truncation twice (a second fetch
+    # after the first); nothing is stored
     assert rig.deliver() == []
     item = rig.task()
     assert item["status"] == "TRANSFER_FAILED" and "ends inside" in item["error"]
+    assert len(rig.server.requests_for("/v.mp4")) == 2
     rig.assert_nothing_left()
+
+
+def test_close_delimited_source_cut_short_once_is_stored_from_the_second_fetch(rig: Rig) -> None:
+    # GIVEN a source without Content-Length whose first response closes early
+    data = fixture(FIXTURE)
+    rig.receive(rig.server.add("/v.mp4", data, framing="close", drop_at=200_000))
+    # WHEN the message is delivered THEN the cut copy is refused and the second fetch is stored
+    assert rig.deliver() == []
+    rig.assert_stored(TASK, sha256(data), len(data))
+    assert len(rig.server.requests_for("/v.mp4")) == 2
 
 
 # --- statuses, redirects, size limit, slow sources ----------------------------------------------
@@ -654,15 +727,11 @@ def test_slow_source_is_stored(rig: Rig) -> None:
 # --- AWS faults -------------------------------------------------------------------------------
 
 
-def aws_error(operation: str, code: str = "InternalError") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "injected by the test"}}, operation)
-
-
 @pytest.mark.parametrize("failing", ["UploadPart", "CompleteMultipartUpload"])
 def test_s3_fault_mid_copy_aborts_the_upload_and_the_retry_stores(rig: Rig, failing: str) -> None:
     # GIVEN a two-part video, and S3 failing on the 2nd UploadPart (or on the completion)
     rig.configure(TRANSFER_PART_BYTES=str(5 * MIB))
-    video = synthetic_mp4(6 * MIB)
+    video = streamed_mp4(6 * MIB)
     rig.receive(rig.server.add("/v.mp4", video))
     seen: list[int] = []
     lock = threading.Lock()
@@ -671,15 +740,11 @@ def test_s3_fault_mid_copy_aborts_the_upload_and_the_retry_stores(rig: Rig, fail
         with lock:
             seen.append(1)
             if failing == "CompleteMultipartUpload" or len(seen) == 2:
-                raise aws_error(failing)
+                raise client_error(failing)
 
-    s3 = services.services().s3
-    s3.meta.events.register(f"before-call.s3.{failing}", fault)
-    try:
+    with on_call(services.services().s3, failing, fault):
         # WHEN the message is delivered
         failures = rig.deliver()
-    finally:
-        s3.meta.events.unregister(f"before-call.s3.{failing}", fault)
     # THEN the attempt is retried, the multipart upload aborted, no object made
     assert failures == [message_id()]
     item = rig.task()
@@ -699,16 +764,13 @@ def test_abort_is_retried_when_s3_fails_to_abort(rig: Rig) -> None:
     def flaky_abort(**_: Any) -> None:
         aborts.append(1)
         if len(aborts) <= 2:
-            raise aws_error("AbortMultipartUpload", "SlowDown")
+            raise client_error("AbortMultipartUpload", "SlowDown")
 
-    s3 = services.services().s3
-    s3.meta.events.register("before-call.s3.AbortMultipartUpload", flaky_abort)
-    try:
+    with on_call(services.services().s3, "AbortMultipartUpload", flaky_abort):
         failures = rig.deliver()
-    finally:
-        s3.meta.events.unregister("before-call.s3.AbortMultipartUpload", flaky_abort)
-    # THEN the third abort removed the upload, and the task failed for its own reason
-    assert failures == [] and len(aborts) == 3
+    # THEN the third abort removed the upload, the second fetch's upload was aborted at its first
+    # try, and the task failed for its own reason
+    assert failures == [] and len(aborts) == 4
     assert rig.task()["status"] == "TRANSFER_FAILED"
     rig.assert_nothing_left()
 
@@ -717,18 +779,14 @@ def test_dynamodb_fault_when_marking_stored_is_retried_and_the_retry_reuploads(r
     # GIVEN DynamoDB refusing the write that marks the task STORED
     data = fixture("faststart.mp4")
     rig.receive(rig.server.add("/v.mp4", data))
-    dynamodb = rig.store.client
 
     def refuse_stored(params: dict[str, Any], **_: Any) -> None:
         if {"S": "STORED"} in params.get("ExpressionAttributeValues", {}).values():
-            raise aws_error("UpdateItem", "InternalServerError")
+            raise client_error("UpdateItem", "InternalServerError")
 
-    dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", refuse_stored)
-    try:
+    with on_call(rig.store.client, "UpdateItem", refuse_stored, stage="before-parameter-build"):
         # WHEN the message is delivered
         failures = rig.deliver()
-    finally:
-        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", refuse_stored)
     # THEN the message is handed back; observed: the object is complete in S3 (one version),
     # the record still TRANSFERRING under the dead attempt's lease, no upload left open
     assert failures == [message_id()]
@@ -782,7 +840,7 @@ def test_two_workers_racing_for_one_task_copy_it_once(rig: Rig) -> None:
     # GIVEN one task on a slow source, two workers holding the same delivery, and a table whose
     # conditional writes are atomic (see AtomicTable)
     rig.store.client = AtomicTable(rig.store.client)
-    video = synthetic_mp4(200_000)
+    video = streamed_mp4(200_000)
     release = threading.Event()
     rig.receive(rig.server.add("/v.mp4", stalling(video, release, at=100_000)))
     start = threading.Barrier(2)
@@ -851,7 +909,7 @@ def test_expired_lease_is_taken_over_and_the_dead_worker_cannot_write(rig: Rig) 
 
 def test_worker_overtaken_mid_copy_aborts_its_upload(rig: Rig) -> None:
     # GIVEN worker A stalled mid-copy on its source
-    video = synthetic_mp4(200_000)
+    video = streamed_mp4(200_000)
     release = threading.Event()
     rig.receive(rig.server.add("/v.mp4", stalling(video, release, at=100_000)))
     outcomes: dict[str, Delivery] = {}
