@@ -94,8 +94,9 @@ def queued_wait(after: int, requeues: int) -> int:
 
 
 def created_epoch(item: Mapping[str, Any]) -> int:
-    """`created_at` in whole seconds since the epoch."""
-    created = datetime.strptime(str(item["created_at"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """`created_at` (or, for a record without one, `updated_at`) in whole seconds since the epoch."""
+    stamp = str(item.get("created_at") or item["updated_at"])
+    created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     return int(created.timestamp())
 
 
