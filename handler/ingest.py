@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from videohook.callbacks import CallbackReceiver, CallbackRequest
 from videohook.errors import ProviderError, VideohookError
+from videohook.listing import cursor_key, list_tasks, parse_list_request
 from videohook.lookup import task_view
 from videohook.services import provider_client, services
 from videohook.submit import callback_url, parse_submit, submit
@@ -136,6 +137,15 @@ def _public_base_url() -> str:
     # The execute-api host serves the API under its stage; a custom domain or the local stack does not.
     prefix = f"/{stage}" if ".execute-api." in host and stage else ""
     return f"{scheme}://{host}{prefix}"
+
+
+@app.get("/tasks")
+@tracer.capture_method
+def list_archive() -> Response:
+    svc = services()
+    key = cursor_key(svc.settings.callback_token)
+    request = parse_list_request(app.current_event.query_string_parameters, key)
+    return _json(200, list_tasks(svc.store, request, key).to_json())
 
 
 @app.get("/tasks/<task_id>")

@@ -26,8 +26,20 @@ from videohook.models import Callback, TaskStatus
 
 # Attributes that steer the machinery and are not part of the public record.
 INTERNAL_FIELDS = frozenset(
-    {"revision", "lease_owner", "lease_expires", "transfer_queued", "poll_partition", "poll_due"}
+    {
+        "revision",
+        "lease_owner",
+        "lease_expires",
+        "transfer_queued",
+        "poll_partition",
+        "poll_due",
+        "list_partition",
+    }
 )
+# The archive list's index key (listing.py): a constant on every task, written with every
+# `updated_at`, so the `by-updated` index holds all tasks ordered by their last change.
+LIST_PARTITION_ATTRIBUTE = "list_partition"
+LIST_PARTITION = "tasks"
 # The sparse index reconcile reads: only tasks waiting for the provider carry its keys.
 POLL_INDEX = "poll-due"
 POLL_PARTITION = "due"
@@ -218,6 +230,10 @@ class TaskStore:
         self, task_id: str, update: Update, condition: str, values: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         """Apply an update under a condition; None when the condition did not hold."""
+        if "updated_at" in update.sets:  # keeps the task in the archive list's index (listing.py)
+            update = Update(
+                {**update.sets, LIST_PARTITION_ATTRIBUTE: LIST_PARTITION}, update.adds, update.removes
+            )
         expression, names, expr_values = update.expression()
         expr_values.update(values or {})
         if "#st" in condition:
@@ -253,6 +269,12 @@ class TaskStore:
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         return self._get(task_id)
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        """One Query page (an index of the table), items decoded; for listing.py."""
+        answer = self._call("query", **kwargs)
+        items = [self._decode(item) or {} for item in answer.get("Items", [])]
+        return {**answer, "Items": items}
 
     # --- callbacks and submits -------------------------------------------------------------
 
