@@ -95,6 +95,7 @@ class Stack:
             "AWS::Region": self.region,
             "AWS::AccountId": self.account,
             "AWS::URLSuffix": "amazonaws.com",
+            "AWS::Partition": "aws",
         }
         if name == "AWS::NoValue":
             return NO_VALUE
@@ -244,9 +245,14 @@ class Stack:
         }
         if props.get("GlobalSecondaryIndexes"):
             kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-        arn = client.create_table(**kwargs)["TableDescription"]["TableArn"]
+        if props.get("StreamSpecification"):
+            view = props["StreamSpecification"]["StreamViewType"]
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": view}
+        description = client.create_table(**kwargs)["TableDescription"]
         self.physical[name] = table
-        self.attributes[(name, "Arn")] = arn
+        self.attributes[(name, "Arn")] = description["TableArn"]
+        if "LatestStreamArn" in description:
+            self.attributes[(name, "StreamArn")] = description["LatestStreamArn"]
 
     def _create_queue(self, client: Any, prefix: str, name: str) -> None:
         props = self.resolve(self.resources[name].get("Properties", {}))
