@@ -214,7 +214,9 @@ def test_eventbridge_failing_mid_batch_loses_nothing(stack: Stack, inbox: Inbox)
         rules = requests.get(f"{stack.aws_endpoint}/_local/faults", timeout=5).json()
         assert [r["failed"] for r in rules["rules"]] == [3], rules
         # (the events function reported the record failed: its batch was split or retried)
-        assert re.search(r"publish: batch (failed; split|of \d+ record\(s\) failed)", stack.log()), stack.tail()
+        assert re.search(r"publish: batch (failed; split|of \d+ record\(s\) failed)", stack.log()), (
+            stack.tail()
+        )
         assert {e["detail"]["event_id"] for e in inbox.of(task_ids[1])} == {
             inbox.of(task_ids[1])[0]["detail"]["event_id"]
         }
