@@ -15,7 +15,7 @@ import boto3
 
 from infra import resources
 from videohook.store import TaskStore
-from videohook.transfer_queue import TransferQueue
+from videohook.transfer_queue import TransferQueue, queue_transfer
 
 
 def move_dead_letters(sqs: Any, source_url: str, target_url: str) -> int:
@@ -35,8 +35,7 @@ def requeue_failed_tasks(store: TaskStore, queue: TransferQueue) -> int:
     requeued = 0
     for task_id in store.failed_transfers():
         if store.requeue_failed(task_id):
-            queue.send(task_id)
-            store.mark_queued(task_id)
+            queue_transfer(queue, store, task_id)
             requeued += 1
     return requeued
 

@@ -33,7 +33,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from videohook.errors import AwsFault, ConfigError
-from videohook.models import TaskStatus
+from videohook.lifecycle import TaskStatus
 
 SOURCE = "videohook"
 DETAIL_TYPES = {
@@ -208,7 +208,7 @@ def event_of_change(change: Mapping[str, Any]) -> TaskEvent | None:
     if status == old.get("status"):
         return None  # a rewrite (duplicate callback, progress): nothing moved
     try:
-        announced = TaskStatus(status) in DETAIL_TYPES
+        announced = TaskStatus(str(status)) in DETAIL_TYPES
     except ValueError:
         raise MalformedChange(f"a record with an unknown status {str(status)[:40]!r}") from None
     return build_event(new) if announced else None

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from videohook.errors import BadRequest
-from videohook.models import TASK_ID_PATTERN, TaskStatus
-from videohook.store import LIST_PARTITION, LIST_PARTITION_ATTRIBUTE, TaskStore, public_record
+from videohook.lifecycle import LIST_PARTITION, LIST_PARTITION_ATTRIBUTE, TaskStatus, public_record
+from videohook.models import TASK_ID_PATTERN
+from videohook.store import TaskStore
 
 ALL_INDEX = "by-updated"
 STATUS_INDEX = "by-status"

@@ -12,14 +12,15 @@ import pytest
 from infra.local.lambdas import LambdaContext
 from tests.conftest import AwsWorld, answer_json, load_event
 from videohook import services
+from videohook.lifecycle import public_record
 from videohook.models import Callback
 
 TASK_COUNT = 250
 
 
 def _handler(aws: AwsWorld) -> Any:
-    aws.use_function("IngestFunction")
-    module_name, name = aws.stack.function_handler("IngestFunction").rsplit(".", 1)
+    aws.use_function("TasksFunction")
+    module_name, name = aws.stack.function_handler("TasksFunction").rsplit(".", 1)
     return getattr(importlib.import_module(module_name), name)
 
 
@@ -92,8 +93,6 @@ def test_250_tasks_paged_by_7_come_back_each_once_newest_first_without_a_scan(aw
     assert calls.operations == ["Query"] * pages
     # AND the records are the public record as GET /tasks/{id} shows it, without download_url
     store = services.services().store
-    from videohook.store import public_record
-
     assert seen[0] == public_record(store.get(seen[0]["task_id"]))
     assert not any({"download_url", "list_partition", "revision"} & set(task) for task in seen)
 
