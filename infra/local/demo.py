@@ -19,8 +19,9 @@ import uuid
 
 import requests
 
-from infra.local.harness import FileOrigin, StackProcess, s3_object_digest, wait_for_task
+from infra.local.harness import StackProcess, s3_object_digest, wait_for_task
 from infra.template import ROOT
+from testkit.video_source import Video, VideoServer
 
 SAMPLE = ROOT / "tests" / "fixtures" / "faststart.mp4"
 TIMEOUT_SECONDS = 60
@@ -34,9 +35,9 @@ def run() -> int:
     token = secrets.token_urlsafe(24)
     hmac_key = secrets.token_urlsafe(32)
     env = {"CALLBACK_TOKEN": token, "WEBHOOK_HMAC_KEYS": hmac_key, "VIDEO_SOURCE_ALLOW_PRIVATE": "true"}
-    with FileOrigin(SAMPLE) as origin, StackProcess(env) as stack:
+    with VideoServer() as videos, StackProcess(env) as stack:
         try:
-            code = demonstrate(stack, origin, token, hmac_key)
+            code = demonstrate(stack, videos.serve_file(SAMPLE), token, hmac_key)
         except (RuntimeError, TimeoutError, requests.RequestException) as error:
             say(f"FAILED: {error}")
             code = 1
@@ -46,7 +47,7 @@ def run() -> int:
     return code if stopped == 0 else 1
 
 
-def demonstrate(stack: StackProcess, origin: FileOrigin, token: str, hmac_key: str) -> int:
+def demonstrate(stack: StackProcess, origin: Video, token: str, hmac_key: str) -> int:
     """The main job, once: callback in, video stored, object checked against the source."""
     started = time.monotonic()
     health = stack.wait_healthy()

@@ -1,7 +1,7 @@
 """The transfer path through the transfer function's Lambda entry point, on moto, from a real HTTP source.
 
 Each test records a task through the store (or the ingest function), serves its video from
-`tests.fakes.video_server.VideoServer` on 127.0.0.1 and delivers the SQS message of
+`testkit.video_source.VideoServer` on 127.0.0.1 and delivers the SQS message of
 events/transfer_message.json to `transfer.lambda_handler`. Covered: every fixture's verdict,
 multipart with CRC32 part checksums, resume after drops (Range honoured or ignored), lying or
 missing Content-Length, expired links and server errors, redirects, the size limit, slow
@@ -16,23 +16,23 @@ import copy
 import hashlib
 import json
 import socket
-import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from botocore import xform_name
-from botocore.exceptions import ClientError
 
 import ingest
 import transfer
-from infra.local.lambdas import LambdaContext
+from testkit.aws import client_error, on_call
+from testkit.lambda_context import LambdaContext
+from testkit.media import BLOCK, generated_sha256, materialise, streamed_mp4
+from testkit.video_source import Generated, VideoServer
 from tests.conftest import FIXTURES, AwsWorld, load_event, signed_callback
-from tests.fakes.video_server import Generated, VideoServer, repeat_block
 from videohook import services
 from videohook.copier import MAX_RESUMES, READ_CHUNK_BYTES
 from videohook.errors import LeaseLost
@@ -66,66 +66,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# --- synthetic MP4s (ftyp + moov + one large mdat) ------------------------------------------
-
-
-def box(typ: bytes, payload: bytes = b"") -> bytes:
-    return struct.pack(">I4s", 8 + len(payload), typ) + payload
-
-
-def full_box(typ: bytes, flags: int, body: bytes) -> bytes:
-    return box(typ, bytes([0]) + flags.to_bytes(3, "big") + body)
-
-
-def movie_head(width: int = 640, height: int = 360, seconds: int = 2) -> bytes:
-    """ftyp and a moov with one video track of width x height lasting `seconds`."""
-    ftyp = box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41")
-    mvhd = full_box(b"mvhd", 0, struct.pack(">IIII", 0, 0, 1000, seconds * 1000) + bytes(80))
-    tkhd_body = (
-        struct.pack(">IIIII", 0, 0, 1, 0, 0) + bytes(52) + struct.pack(">II", width << 16, height << 16)
-    )
-    mdhd = full_box(b"mdhd", 0, struct.pack(">IIIIHH", 0, 0, 12800, 0, 0, 0))
-    hdlr = full_box(b"hdlr", 0, struct.pack(">I4s", 0, b"vide") + bytes(12) + b"Video\0")
-    stbl = box(b"stbl", box(b"stsd", bytes(8)) + box(b"stts", bytes(8)))
-    minf = box(b"minf", box(b"dinf", box(b"dref", bytes(8))) + stbl)
-    trak = box(b"trak", full_box(b"tkhd", 3, tkhd_body) + box(b"mdia", mdhd + hdlr + minf))
-    return ftyp + box(b"moov", mvhd + trak)
-
-
-# 64 KiB + 7 of pseudo-random bytes: parts and read chunks never line up with its period.
-BLOCK = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2049))[: 64 * 1024 + 7]
-
-
-def synthetic_mp4(media_bytes: int, block: Callable[[], bytes] = lambda: BLOCK) -> Generated:
-    """A valid MP4 of about `media_bytes`, generated per request (never held whole).
-
-    `block` is asked once per request for the mdat filler, so a test can change the
-    video's bytes between two requests.
-    """
-    prefix = movie_head() + struct.pack(">I4s", 8 + media_bytes, b"mdat")
-    size = len(prefix) + media_bytes
-
-    def chunks(start: int) -> Iterator[bytes]:
-        filler = block()
-        if start < len(prefix):
-            yield prefix[start:]
-            start = len(prefix)
-        yield from repeat_block(filler, size, start=start)
-
-    return Generated(size, chunks)
-
-
-def materialise(video: Generated) -> bytes:
-    return b"".join(video.chunks(0))
-
-
-def generated_sha256(video: Generated) -> str:
-    digest = hashlib.sha256()
-    for chunk in video.chunks(0):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def stalling(video: Generated, release: threading.Event, at: int) -> Generated:
     """`video`, except that the first request stalls at byte `at` until `release` is set."""
     calls: list[int] = []
@@ -144,7 +84,7 @@ def stalling(video: Generated, release: threading.Event, at: int) -> Generated:
     return Generated(video.size, chunks)
 
 
-SMALL_SYNTHETIC = materialise(synthetic_mp4(int(2.5 * MIB)))  # 2.5 MiB: three 1 MiB reads
+SMALL_SYNTHETIC = materialise(streamed_mp4(int(2.5 * MIB)))  # 2.5 MiB: three 1 MiB reads
 
 
 # --- the rig -------------------------------------------------------------------------------
@@ -326,7 +266,7 @@ def test_callback_through_ingest_then_its_queued_message_stores_the_video(rig: R
 def test_large_video_is_sent_in_crc32_checked_parts(rig: Rig) -> None:
     # GIVEN a 13 MiB synthetic MP4 generated by the server, and 5 MiB parts (the minimum)
     rig.configure(TRANSFER_PART_BYTES=str(5 * MIB))
-    video = synthetic_mp4(13 * MIB)
+    video = streamed_mp4(13 * MIB)
     rig.receive(rig.server.add("/large.mp4", video))
     sent: list[tuple[int, str | None, bytes]] = []
     lock = threading.Lock()
@@ -341,13 +281,9 @@ def test_large_video_is_sent_in_crc32_checked_parts(rig: Rig) -> None:
                 )
             )
 
-    s3 = services.services().s3
-    s3.meta.events.register("before-call.s3.UploadPart", record_part)
-    try:
+    with on_call(services.services().s3, "UploadPart", record_part):
         # WHEN its message is delivered
         failures = rig.deliver()
-    finally:
-        s3.meta.events.unregister("before-call.s3.UploadPart", record_part)
     # THEN three parts were sent, 5 + 5 + the rest, each with its own correct CRC32
     assert failures == []
     sent.sort()
@@ -442,7 +378,7 @@ def test_source_whose_bytes_change_under_a_restart_is_not_stitched(rig: Rig) -> 
         calls.append(1)
         return BLOCK if len(calls) == 1 else BLOCK[::-1]
 
-    rig.receive(rig.server.add("/v.mp4", synthetic_mp4(int(2.5 * MIB), block), drop_at=2 * MIB, ranges=False))
+    rig.receive(rig.server.add("/v.mp4", streamed_mp4(int(2.5 * MIB), block), drop_at=2 * MIB, ranges=False))
     # WHEN its message is delivered
     failures = rig.deliver()
     # THEN the attempt is given back for a retry: nothing mixed from two files is stored
@@ -654,15 +590,11 @@ def test_slow_source_is_stored(rig: Rig) -> None:
 # --- AWS faults -------------------------------------------------------------------------------
 
 
-def aws_error(operation: str, code: str = "InternalError") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "injected by the test"}}, operation)
-
-
 @pytest.mark.parametrize("failing", ["UploadPart", "CompleteMultipartUpload"])
 def test_s3_fault_mid_copy_aborts_the_upload_and_the_retry_stores(rig: Rig, failing: str) -> None:
     # GIVEN a two-part video, and S3 failing on the 2nd UploadPart (or on the completion)
     rig.configure(TRANSFER_PART_BYTES=str(5 * MIB))
-    video = synthetic_mp4(6 * MIB)
+    video = streamed_mp4(6 * MIB)
     rig.receive(rig.server.add("/v.mp4", video))
     seen: list[int] = []
     lock = threading.Lock()
@@ -671,15 +603,11 @@ def test_s3_fault_mid_copy_aborts_the_upload_and_the_retry_stores(rig: Rig, fail
         with lock:
             seen.append(1)
             if failing == "CompleteMultipartUpload" or len(seen) == 2:
-                raise aws_error(failing)
+                raise client_error(failing)
 
-    s3 = services.services().s3
-    s3.meta.events.register(f"before-call.s3.{failing}", fault)
-    try:
+    with on_call(services.services().s3, failing, fault):
         # WHEN the message is delivered
         failures = rig.deliver()
-    finally:
-        s3.meta.events.unregister(f"before-call.s3.{failing}", fault)
     # THEN the attempt is retried, the multipart upload aborted, no object made
     assert failures == [message_id()]
     item = rig.task()
@@ -699,14 +627,10 @@ def test_abort_is_retried_when_s3_fails_to_abort(rig: Rig) -> None:
     def flaky_abort(**_: Any) -> None:
         aborts.append(1)
         if len(aborts) <= 2:
-            raise aws_error("AbortMultipartUpload", "SlowDown")
+            raise client_error("AbortMultipartUpload", "SlowDown")
 
-    s3 = services.services().s3
-    s3.meta.events.register("before-call.s3.AbortMultipartUpload", flaky_abort)
-    try:
+    with on_call(services.services().s3, "AbortMultipartUpload", flaky_abort):
         failures = rig.deliver()
-    finally:
-        s3.meta.events.unregister("before-call.s3.AbortMultipartUpload", flaky_abort)
     # THEN the third abort removed the upload, and the task failed for its own reason
     assert failures == [] and len(aborts) == 3
     assert rig.task()["status"] == "TRANSFER_FAILED"
@@ -717,18 +641,14 @@ def test_dynamodb_fault_when_marking_stored_is_retried_and_the_retry_reuploads(r
     # GIVEN DynamoDB refusing the write that marks the task STORED
     data = fixture("faststart.mp4")
     rig.receive(rig.server.add("/v.mp4", data))
-    dynamodb = rig.store.client
 
     def refuse_stored(params: dict[str, Any], **_: Any) -> None:
         if {"S": "STORED"} in params.get("ExpressionAttributeValues", {}).values():
-            raise aws_error("UpdateItem", "InternalServerError")
+            raise client_error("UpdateItem", "InternalServerError")
 
-    dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", refuse_stored)
-    try:
+    with on_call(rig.store.client, "UpdateItem", refuse_stored, stage="before-parameter-build"):
         # WHEN the message is delivered
         failures = rig.deliver()
-    finally:
-        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", refuse_stored)
     # THEN the message is handed back; observed: the object is complete in S3 (one version),
     # the record still TRANSFERRING under the dead attempt's lease, no upload left open
     assert failures == [message_id()]
@@ -782,7 +702,7 @@ def test_two_workers_racing_for_one_task_copy_it_once(rig: Rig) -> None:
     # GIVEN one task on a slow source, two workers holding the same delivery, and a table whose
     # conditional writes are atomic (see AtomicTable)
     rig.store.client = AtomicTable(rig.store.client)
-    video = synthetic_mp4(200_000)
+    video = streamed_mp4(200_000)
     release = threading.Event()
     rig.receive(rig.server.add("/v.mp4", stalling(video, release, at=100_000)))
     start = threading.Barrier(2)
@@ -851,7 +771,7 @@ def test_expired_lease_is_taken_over_and_the_dead_worker_cannot_write(rig: Rig) 
 
 def test_worker_overtaken_mid_copy_aborts_its_upload(rig: Rig) -> None:
     # GIVEN worker A stalled mid-copy on its source
-    video = synthetic_mp4(200_000)
+    video = streamed_mp4(200_000)
     release = threading.Event()
     rig.receive(rig.server.add("/v.mp4", stalling(video, release, at=100_000)))
     outcomes: dict[str, Delivery] = {}
