@@ -25,8 +25,11 @@ from typing import Any
 import pytest
 import requests
 
-from infra.local.harness import FileOrigin, StackProcess, provider_signature, wait_for_task
+from infra.local.harness import StackProcess, wait_for_task
 from infra.template import ROOT
+from testkit.aws import endpoint_client
+from testkit.callbacks import callback_body, post_callback
+from testkit.video_source import Video, VideoServer
 from tests.event_schemas import check_event
 
 pytestmark = pytest.mark.integration
@@ -39,15 +42,7 @@ class Stack(StackProcess):
     log_path: Path
 
     def aws(self, service: str) -> Any:
-        import boto3
-
-        return boto3.client(
-            service,
-            endpoint_url=self.aws_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return endpoint_client(service, self.aws_endpoint)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -56,19 +51,8 @@ class Stack(StackProcess):
         return "\n--- stack log (tail) ---\n" + "\n".join(self.log().splitlines()[-lines:])
 
     def callback(self, task_id: str, *, code: int = 200, url: str | None = None, msg: str = "ok") -> None:
-        body = {"code": code, "msg": msg, "data": {"task_id": task_id, "video_url": url}}
-        stamp = str(int(time.time()))
-        answer = requests.post(
-            f"{self.api}/callbacks",
-            params={"token": TOKEN},
-            data=json.dumps(body),
-            headers={
-                "Content-Type": "application/json",
-                "X-Webhook-Timestamp": stamp,
-                "X-Webhook-Signature": provider_signature(HMAC_KEY, task_id, stamp),
-            },
-            timeout=15,
-        )
+        body = callback_body(task_id, url, code=code, msg=msg)
+        answer = post_callback(f"{self.api}/callbacks", body, key=HMAC_KEY, token=TOKEN)
         assert answer.status_code == 200, answer.text
 
 
@@ -138,9 +122,9 @@ def inbox(stack: Stack) -> Inbox:
 
 
 @pytest.fixture(scope="module")
-def origin() -> Iterator[FileOrigin]:
-    with FileOrigin(FIXTURE) as served:
-        yield served
+def origin() -> Iterator[Video]:
+    with VideoServer() as videos:
+        yield videos.serve_file(FIXTURE)
 
 
 def _ms(stamp: str) -> int:
@@ -148,7 +132,7 @@ def _ms(stamp: str) -> int:
 
 
 def test_a_stored_video_is_announced_with_the_records_fields(
-    stack: Stack, inbox: Inbox, origin: FileOrigin
+    stack: Stack, inbox: Inbox, origin: Video
 ) -> None:
     # GIVEN a signed callback for a video the origin serves
     task_id = f"ev-stored-{uuid.uuid4().hex[:8]}"
@@ -172,7 +156,7 @@ def test_a_stored_video_is_announced_with_the_records_fields(
 
 
 def test_failures_are_announced_and_duplicate_callbacks_are_not(
-    stack: Stack, inbox: Inbox, origin: FileOrigin
+    stack: Stack, inbox: Inbox, origin: Video
 ) -> None:
     # GIVEN a failure callback, and a success callback whose source answers 404
     failed = f"ev-gen-{uuid.uuid4().hex[:8]}"

@@ -19,8 +19,8 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from jsonschema import ValidationError
 
-from infra.local.lambdas import LambdaContext
 from infra.local.streams import filters_of, lambda_record, matches
+from testkit.lambda_context import LambdaContext
 from tests.conftest import AwsWorld, load_event
 from tests.event_schemas import check_event, validator
 from videohook import services

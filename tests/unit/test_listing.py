@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.lambdas import LambdaContext
+from testkit.lambda_context import LambdaContext
 from tests.conftest import AwsWorld, answer_json, load_event
 from videohook import services
 from videohook.lifecycle import public_record

@@ -20,11 +20,11 @@ from botocore.config import Config
 
 import ingest
 import transfer
-from infra.local.lambdas import LambdaContext
 from infra.local.streams import filters_of, lambda_record, matches
+from testkit.lambda_context import LambdaContext
+from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, signed_callback
 from tests.event_schemas import check_event
-from tests.fakes.video_server import VideoServer
 from videohook import aws as aws_clients
 from videohook import services
 
