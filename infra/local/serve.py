@@ -423,7 +423,15 @@ class LocalStack:
             retry_seconds=self.settings.stream_retry_seconds,
             poll_seconds=STREAM_POLL_SECONDS,
             stop=self.stop_event,
+            release=self._forget_shard_iterator,
         )
+
+    def _forget_shard_iterator(self, iterator: str) -> None:
+        """Drop a used-up shard iterator from the embedded endpoint (moto keeps them all)."""
+        from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+        backend = dynamodbstreams_backends[self.stack.account][self.stack.region]
+        backend.shard_iterators.pop(iterator, None)
 
     def _scheduler(self, function: LocalFunction, event_name: str, props: dict[str, Any]) -> Scheduler | None:
         if props.get("Enabled") is False or str(props.get("Enabled", "true")).lower() == "false":
@@ -520,6 +528,8 @@ class LocalStack:
             "outputs": self.outputs,
             "functions": {f.tag: vars(f.stats) for f in self.functions},
         }
+        if self.stream_pollers:  # batches delivered, records done, retries, batches given up
+            document["streams"] = {p.function.tag: dict(p.stats) for p in self.stream_pollers}
         pools = [p for p in self.pollers if isinstance(p, WorkerPool)]
         if pools:
             document["worker_processes"] = {p.function.tag: p.describe() for p in pools}

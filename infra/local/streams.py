@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -124,6 +125,9 @@ class StreamPoller:
     retry_seconds: float
     poll_seconds: float
     stop: threading.Event
+    # Told of each shard iterator once it is used up: the embedded endpoint keeps every
+    # iterator it ever handed out, and four polls a second would pile up ~30 MB an hour.
+    release: Callable[[str], None] | None = None
     stats: dict[str, int] = field(
         default_factory=lambda: {"batches": 0, "records": 0, "retries": 0, "given_up": 0}
     )
@@ -168,10 +172,11 @@ class StreamPoller:
                 worked = False
                 for shard in iterators:
                     if not pending[shard]:
-                        answer = self.streams.get_records(
-                            ShardIterator=iterators[shard], Limit=GET_RECORDS_LIMIT
-                        )
+                        used = iterators[shard]
+                        answer = self.streams.get_records(ShardIterator=used, Limit=GET_RECORDS_LIMIT)
                         iterators[shard] = answer["NextShardIterator"]
+                        if self.release is not None:
+                            self.release(used)
                         records = [lambda_record(r, self.stream_arn, self.region) for r in answer["Records"]]
                         pending[shard] = [r for r in records if self._wanted(r)]
                     if pending[shard]:

@@ -246,3 +246,5 @@ def test_a_poisoned_record_ends_in_the_on_failure_queue(stack: Stack, inbox: Inb
     assert record["dynamodb"]["Keys"]["task_id"]["S"] == poison
     assert inbox.wait_for(after)["detail-type"] == "Video Generation Failed"
     assert inbox.of(poison) == []
+    streams = requests.get(f"{stack.api}/health", timeout=5).json()["streams"]["publish"]
+    assert streams["given_up"] == 1 and streams["retries"] >= 5, streams
