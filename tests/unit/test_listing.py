@@ -169,3 +169,25 @@ def test_a_bad_status_or_limit_answers_400(aws: AwsWorld, query: dict[str, str],
 def test_an_empty_archive_is_one_empty_page(aws: AwsWorld) -> None:
     handler = _handler(aws)
     assert _list(handler, limit="100") == {"status": 200, "tasks": [], "next_cursor": None}
+
+
+def test_the_list_route_is_iam_protected_and_may_query_only_its_two_indexes() -> None:
+    # GIVEN the template
+    from infra.template import load_template
+
+    template = load_template()
+    tasks = template["Resources"]["TasksFunction"]["Properties"]
+    route = tasks["Events"]["ListTasks"]["Properties"]
+    # THEN GET /tasks uses the API's default authorizer (IAM), and the role queries exactly the list indexes
+    assert (route["Path"], route["Method"], route.get("Auth")) == ("/tasks", "GET", None)
+    assert template["Resources"]["VideohookApi"]["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    statements = [s for policy in tasks["Policies"] for s in policy["Statement"]]
+    queries = [s for s in statements if "dynamodb:Query" in s["Action"]]
+    assert [q["Resource"] for q in queries] == [
+        [{"Fn::Sub": "${TasksTable.Arn}/index/by-updated"}, {"Fn::Sub": "${TasksTable.Arn}/index/by-status"}]
+    ]
+    indexes = {
+        i["IndexName"] for i in template["Resources"]["TasksTable"]["Properties"]["GlobalSecondaryIndexes"]
+    }
+    assert {"by-updated", "by-status"} <= indexes
+    assert not any("Scan" in str(s["Action"]) for s in statements)
