@@ -179,6 +179,8 @@ class Stack:
             self._create_bucket(session.client("s3"), prefix, name)
         for name in self.of_type("AWS::DynamoDB::Table"):
             self._create_table(session.client("dynamodb"), prefix, name)
+        for name in self.of_type("AWS::SNS::Topic"):
+            self._create_topic(session.client("sns"), prefix, name)
         queues = self.of_type("AWS::SQS::Queue")
         # Dead-letter queues first: the others' redrive policies name them.
         queues.sort(key=lambda q: "RedrivePolicy" in self.resources[q]["Properties"])
@@ -253,6 +255,13 @@ class Stack:
         self.attributes[(name, "Arn")] = description["TableArn"]
         if "LatestStreamArn" in description:
             self.attributes[(name, "StreamArn")] = description["LatestStreamArn"]
+
+    def _create_topic(self, client: Any, prefix: str, name: str) -> None:
+        """A topic (the alarm topic); alarms are not made locally, so nothing publishes to it."""
+        arn = client.create_topic(Name=f"{prefix}-{name}")["TopicArn"]
+        self.physical[name] = arn
+        self.attributes[(name, "TopicArn")] = arn
+        self.attributes[(name, "TopicName")] = f"{prefix}-{name}"
 
     def _create_queue(self, client: Any, prefix: str, name: str) -> None:
         props = self.resolve(self.resources[name].get("Properties", {}))

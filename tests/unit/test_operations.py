@@ -42,7 +42,6 @@ def test_callback_url_prints_the_deployed_url_with_its_token(aws: AwsWorld, caps
         "TransferDeadLetterQueueUrl": aws.output("TransferDeadLetterQueue"),
         "EventsDeadLetterQueueUrl": aws.output("EventsDeadLetterQueue"),
         "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:vh-AlarmTopic-1",
-        "DashboardName": "vh-videohook",
         "VideosBucketName": aws.output("VideosBucket"),
     }
     assert set(outputs) == set(aws.stack.template["Outputs"])
