@@ -1,6 +1,6 @@
 """The callback path through the ingest function's Lambda entry point, on moto.
 
-Every row of SPEC.md's answers table, the authentication rules, and the task-store
+Every row of docs/api.md's answers table, the authentication rules, and the task-store
 guarantees (duplicates, failure callbacks, STORED is final, AWS faults answer 500).
 """
 
@@ -151,7 +151,7 @@ def test_failure_after_stored_changes_nothing_but_the_count(world: AwsWorld) -> 
         == 200
     )
     # THEN the task is still STORED with its first URL; the failure's code and message are
-    # recorded (SPEC), and callbacks grew
+    # recorded (docs/task-record.md), and callbacks grew
     item = record(world, "task-1")
     assert item["status"] == "STORED"
     assert (item["provider_code"], item["provider_msg"]) == (500, "boom")
@@ -439,6 +439,15 @@ def test_get_task_with_a_bad_id_answers_400(world: AwsWorld) -> None:
     event["path"] = "/tasks/bad id!"
     event["pathParameters"] = {"task_id": "bad id!"}
     assert invoke_tasks(event)[0] == 400
+
+
+def test_a_text_body_holding_a_lone_surrogate_answers_400(world: AwsWorld) -> None:
+    # GIVEN a callback event whose text body holds a lone surrogate (no UTF-8 encoding exists)
+    event = signed_callback(SUCCESS, token=world.callback_token)
+    event["body"] = event["body"][:-1] + ', "x": "\ud800"}'
+    # WHEN it is posted THEN it is refused as bad JSON, not answered 500
+    status, body = invoke(event)
+    assert (status, body["error"]) == (400, "invalid_json")
 
 
 @pytest.mark.parametrize("depth", [900, 5000])
