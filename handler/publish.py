@@ -25,7 +25,7 @@ from videohook.errors import ConfigError
 from videohook.events import EventPublisher, bus_name, event_of_change
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore"])  # AWS SDK calls only, as every function
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
