@@ -146,8 +146,8 @@ def test_a_stored_video_is_announced_with_the_records_fields(
     detail = event["detail"]
     for name in ("task_id", "status", "s3_bucket", "s3_key", "s3_version_id", "sha256", "size"):
         assert detail[name] == record[name], name
-    for name in ("duration_seconds", "width", "height", "stored_at"):
-        assert detail[name] == record.get(name), name
+    for name in ("duration_seconds", "width", "height", "rotation", "stored_at"):
+        assert detail[name] == record[name], name
     assert detail["occurred_at"] == record["updated_at"] and detail["source_host"] == "127.0.0.1"
     assert TOKEN not in json.dumps(event) and "download_url" not in detail
     delay_ms = event["_received_ms"] - _ms(record["stored_at"])

@@ -135,10 +135,9 @@ def test_a_stored_video_is_announced_once_with_the_records_fields(bus: Bus) -> N
     detail = event["detail"]
     for name in ("task_id", "status", "audio_id", "s3_bucket", "s3_key", "s3_version_id", "sha256", "size"):
         assert detail[name] == record[name], name
-    for name in ("duration_seconds", "width", "height", "stored_at"):
+    for name in ("duration_seconds", "width", "height", "rotation", "stored_at"):
         assert detail[name] == record[name], name
     assert detail["source_host"] == "cdn.example.com"
-    assert detail["rotation"] is None  # not read from this record: null, never invented
     assert "SECRET" not in json.dumps(event)
     # AND nothing else is published when the stream is read again
     assert bus.run() == {"batchItemFailures": []}
