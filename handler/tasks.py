@@ -1,4 +1,4 @@
-"""Lambda entry point of the task routes: `POST /tasks` and `GET /tasks/{task_id}` (IAM auth).
+"""Lambda entry point of the task routes: `POST /tasks`, `GET /tasks`, `GET /tasks/{task_id}` (IAM auth).
 
 A thin adapter over the core, answering errors and route misses as ingest.py does
 (http_adapter.py). Its role reads and writes task records, reads the stored videos to sign
@@ -16,6 +16,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from http_adapter import HttpApi, json_response
+from videohook.listing import cursor_key, list_tasks, parse_list_request
 from videohook.lookup import task_view
 from videohook.services import provider_client, services
 from videohook.submit import callback_url, parse_submit, submit
@@ -54,6 +55,15 @@ def submit_task() -> Response[Any]:
         "task submitted" if sent else "task already known", extra={"task_status": record.get("status")}
     )
     return json_response(202, record)
+
+
+@api.get("/tasks")
+@tracer.capture_method
+def list_archive() -> Response[Any]:
+    svc = services()
+    key = cursor_key(svc.settings.callback_token)
+    request = parse_list_request(app.current_event.query_string_parameters, key)
+    return json_response(200, list_tasks(svc.store, request, key).to_json())
 
 
 @api.get("/tasks/<task_id>")

@@ -44,9 +44,13 @@ def local(session: Any, prefix: str = LOCAL_PREFIX) -> Resources:
 
     (table,) = stack.of_type("AWS::DynamoDB::Table")
     (bucket,) = stack.of_type("AWS::S3::Bucket")
-    dead_letter, transfer = sorted(
-        stack.of_type("AWS::SQS::Queue"), key=lambda q: "RedrivePolicy" in stack.resources[q]["Properties"]
-    )
+    # The transfer queue is the one with a redrive policy; its dead-letter queue is the one it names.
+    (transfer,) = [
+        q for q in stack.of_type("AWS::SQS::Queue") if "RedrivePolicy" in stack.resources[q]["Properties"]
+    ]
+    dead_letter = stack.resources[transfer]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"][
+        "Fn::GetAtt"
+    ][0]
     return Resources(
         table=f"{prefix}-{table}",
         transfer_queue_url=queue(transfer),

@@ -68,7 +68,6 @@ NOT_MADE: dict[str, str] = {
     "AWS::Logs::LogGroup": "the local stack logs to its own output",
     "AWS::CloudWatch::Alarm": "no CloudWatch metrics locally",
     "AWS::CloudWatch::Dashboard": "no CloudWatch metrics locally",
-    "AWS::SNS::Topic": "receives only alarms, which the local stack has none of",
     "AWS::SNS::Subscription": "receives only alarms, which the local stack has none of",
     "AWS::SNS::TopicPolicy": "receives only alarms, which the local stack has none of",
 }
@@ -290,6 +289,8 @@ class Stack:
             "AWS::S3::BucketPolicy": self._create_bucket_policy,
             "AWS::DynamoDB::Table": self._create_table,
             "AWS::SQS::Queue": self._create_queue,
+            # Made so that its ARN (an output) is real; no alarm publishes to it locally.
+            "AWS::SNS::Topic": self._create_topic,
         }
         for name, spec in self.resources.items():
             if spec["Type"] not in makers and spec["Type"] not in NOT_MADE:
@@ -474,6 +475,16 @@ class Stack:
         "SqsManagedSseEnabled",
         "VisibilityTimeout",
     )
+
+    def _create_topic(self, client: Any, prefix: str, name: str) -> None:
+        props = self._properties_of(name)
+        topic = props.take("TopicName") or f"{prefix}-{name}"
+        attributes = {"DisplayName": props.take("DisplayName")} if props.has("DisplayName") else {}
+        props.finish()
+        arn = client.create_topic(Name=topic, Attributes=attributes)["TopicArn"]
+        self.physical[name] = arn
+        self.attributes[(name, "TopicArn")] = arn
+        self.attributes[(name, "TopicName")] = topic
 
     def _create_queue(self, client: Any, prefix: str, name: str) -> None:
         props = self._properties_of(name)

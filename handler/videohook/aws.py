@@ -15,13 +15,14 @@ from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
-    AnyClient = DynamoDBClient | S3Client | SQSClient | SecretsManagerClient
+    AnyClient = DynamoDBClient | S3Client | SQSClient | SecretsManagerClient | EventBridgeClient
 
-Service = Literal["dynamodb", "s3", "sqs", "secretsmanager"]
+Service = Literal["dynamodb", "s3", "sqs", "secretsmanager", "events"]
 
 # DynamoDB and SQS answer in milliseconds; the worst case here (2 tries x 5 s) stays well
 # inside the provider's 15 s wait, so a fault is answered 500 (retried), never timed out.
@@ -59,6 +60,8 @@ def client(service: Literal["s3"]) -> S3Client: ...
 def client(service: Literal["sqs"]) -> SQSClient: ...
 @overload
 def client(service: Literal["secretsmanager"]) -> SecretsManagerClient: ...
+@overload
+def client(service: Literal["events"]) -> EventBridgeClient: ...
 def client(service: Service) -> AnyClient:
     """The container's one client for `service`, typed as that service's client."""
     return _client(service)
@@ -73,6 +76,8 @@ def _client(service: Service) -> AnyClient:
         return session.client("dynamodb", config=CLIENT_CONFIG)
     if service == "sqs":
         return session.client("sqs", config=CLIENT_CONFIG)
+    if service == "events":
+        return session.client("events", config=CLIENT_CONFIG)
     return session.client("secretsmanager", config=CLIENT_CONFIG)
 
 

@@ -57,8 +57,13 @@ INTERNAL_FIELDS = frozenset(
         "poll_due",
         "requeues",
         "seen_timestamps",
+        "list_partition",
     }
 )
+# The archive list's index key (listing.py): a constant every write that sets `updated_at`
+# also sets, so the `by-updated` index holds every task, ordered by its last change.
+LIST_PARTITION_ATTRIBUTE = "list_partition"
+LIST_PARTITION = "tasks"
 # The value every task that is not final carries in `poll_partition`, with its due time in
 # `poll_due`: the keys of the sparse index the reconcile job reads (only tasks with a due time
 # are in it, so it never scans). docs/task-record.md "Nothing is stuck".

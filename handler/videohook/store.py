@@ -25,6 +25,8 @@ from videohook.errors import AwsFault, LeaseLost
 from videohook.lifecycle import (
     LEASE_FROM,
     LEASED_FROM,
+    LIST_PARTITION,
+    LIST_PARTITION_ATTRIBUTE,
     POLL_PARTITION,
     QUEUED_FROM,
     REDRIVE_FROM,
@@ -170,6 +172,10 @@ class TaskStore:
         self, task_id: str, change: Change, condition: str, values: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         """Apply a change under a condition; None when the condition did not hold."""
+        if "updated_at" in change.sets:  # keeps the task in the archive list's index (listing.py)
+            change = Change(
+                {**change.sets, LIST_PARTITION_ATTRIBUTE: LIST_PARTITION}, change.adds, change.removes
+            )
         expression, names, expr_values = update_expression(change)
         expr_values.update(values or {})
         if "#st" in condition:
@@ -209,6 +215,13 @@ class TaskStore:
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         return self._get(task_id)
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        """One Query page of an index of the table, items decoded (listing.py)."""
+        with _faults("query"):
+            answer = self.client.query(TableName=self.table_name, **kwargs)
+        items = [self._decode(item) or {} for item in answer.get("Items", [])]
+        return {**answer, "Items": items}
 
     # --- callbacks and submits -------------------------------------------------------------
 

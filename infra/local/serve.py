@@ -10,6 +10,7 @@ api.py, triggers.py). Configured by docs/configuration.md's variables (environme
     AWS_PORT                    embedded AWS endpoint port (default 5000)
     API_PORT                    HTTP API port (default 3000)
     LOCAL_RETRY_SECONDS         a failed SQS message is retried after this (default 2)
+    LOCAL_STREAM_RETRY_SECONDS  a failed table-stream batch is retried after this (default 1)
     LOCAL_TRANSFER_CONCURRENCY  SQS worker threads, at most the template's cap (default 4)
     LOCAL_RECONCILE_SECONDS     schedule period (default: the template's rate, 60 s)
     LOCAL_TRANSFER_PROCESSES    run the SQS workers in this many supervised child processes
@@ -56,6 +57,7 @@ from infra.local.environment import (
 )
 from infra.local.faults import FaultInjector
 from infra.local.lambdas import LocalFunction
+from infra.local.streams import StreamPoller, filters_of
 from infra.local.triggers import Scheduler, SqsPoller, rate_seconds
 from infra.local.worker import WorkerPool, default_visibility_seconds, min_visibility_seconds
 from infra.template import ROOT, Stack
@@ -64,6 +66,7 @@ HOST = "127.0.0.1"
 PREFIX = "videohook"
 STOP_TIMEOUT_SECONDS = 10
 POLL_SECONDS = 0.1  # how often the servers look for a shutdown request
+STREAM_POLL_SECONDS = 0.25  # Lambda polls each stream shard four times a second
 FORCE_AFTER_SECONDS = 1.0  # a second Ctrl-C this long after the first abandons the clean stop
 log = logging.getLogger("infra.local")
 
@@ -99,6 +102,7 @@ class LocalSettings:
     retry_seconds: int = 2
     transfer_concurrency: int = 4
     schedule_seconds: int | None = None
+    stream_retry_seconds: int = 1
     transfer_processes: int = 0
     visibility_seconds: int | None = None
     faults: bool = False
@@ -111,6 +115,7 @@ class LocalSettings:
             retry_seconds=_int_env(env, "LOCAL_RETRY_SECONDS", 2) or 0,
             transfer_concurrency=_int_env(env, "LOCAL_TRANSFER_CONCURRENCY", 4, minimum=1) or 1,
             schedule_seconds=_int_env(env, "LOCAL_RECONCILE_SECONDS", None, minimum=1),
+            stream_retry_seconds=_int_env(env, "LOCAL_STREAM_RETRY_SECONDS", 1) or 0,
             transfer_processes=_int_env(env, "LOCAL_TRANSFER_PROCESSES", 0) or 0,
             visibility_seconds=_int_env(env, "LOCAL_VISIBILITY_SECONDS", None, minimum=1),
             faults=_bool_env(env, "LOCAL_FAULTS"),
@@ -212,6 +217,7 @@ class LocalStack:
         self.pollers: list[SqsPoller | WorkerPool] = []
         self.visibility_seconds: int | None = settings.visibility_seconds
         self.schedulers: list[Scheduler] = []
+        self.stream_pollers: list[StreamPoller] = []
         self.aws: EmbeddedAws | None = None
         self.resources_ready = False
         self.triggers_started = False
@@ -278,6 +284,10 @@ class LocalStack:
         for arn, value in secret_overrides(self.stack, env, self.user_env).items():
             secrets.put_secret_value(SecretId=arn, SecretString=value)
         os.environ.update(env)
+        bus = env.get("EVENT_BUS_NAME", "default")
+        if bus != "default" and not bus.startswith("arn:"):
+            # Deployed, the bus is the owner's; locally it is made so that rules can be put on it.
+            session.client("events").create_event_bus(Name=bus)
         self.outputs = self._outputs()
         self.resources_ready = True
 
@@ -328,13 +338,15 @@ class LocalStack:
             for event_name, event in function.events.items():
                 if event["Type"] == "SQS":
                     self.pollers.append(self._poller(function))
+                elif event["Type"] == "DynamoDB":
+                    self.stream_pollers.append(self._stream_poller(function, event["Properties"]))
                 elif event["Type"] == "Schedule":
                     scheduler = self._scheduler(function, event_name, self.stack.resolve(event["Properties"]))
                     if scheduler is not None:
                         self.schedulers.append(scheduler)
                 elif event["Type"] != "Api":
                     log.warning("%s: %s events are not emulated locally", function.logical_id, event["Type"])
-        for trigger in [*self.pollers, *self.schedulers]:
+        for trigger in [*self.pollers, *self.schedulers, *self.stream_pollers]:
             trigger.start()
         for poller in self.pollers:
             if isinstance(poller, WorkerPool) and not poller.wait_ready(STOP_TIMEOUT_SECONDS * 3):
@@ -384,6 +396,48 @@ class LocalStack:
             stop=self.stop_event,
             **spec,
         )
+
+    def _stream_poller(self, function: LocalFunction, raw: dict[str, Any]) -> StreamPoller:
+        """Lambda's DynamoDB event source mapping for a `DynamoDB` event (streams.py)."""
+        props = self.stack.resolve(raw)
+        session = boto3.session.Session(region_name=self.stack.region)
+        on_failure = props.get("DestinationConfig", {}).get("OnFailure", {})
+        queue_url = None
+        if on_failure:
+            if on_failure.get("Type", "SQS") != "SQS":
+                raise StartError(f"{function.logical_id}: only an SQS on-failure destination is emulated")
+            arn = on_failure["Destination"]
+            logical = next(n for (n, attr), v in self.stack.attributes.items() if attr == "Arn" and v == arn)
+            queue_url = self.stack.physical[logical]
+        try:
+            filters = filters_of(props)
+        except ValueError as error:
+            raise StartError(f"{function.logical_id}: FilterCriteria: {error}") from None
+        return StreamPoller(
+            function=function,
+            streams=session.client("dynamodbstreams"),
+            sqs=session.client("sqs"),
+            stream_arn=props["Stream"],
+            region=self.stack.region,
+            batch_size=int(props.get("BatchSize", 100)),
+            starting_position=str(props.get("StartingPosition", "LATEST")),
+            reports_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+            bisect=str(props.get("BisectBatchOnFunctionError", "false")).lower() == "true",
+            max_retries=int(props.get("MaximumRetryAttempts", -1)),
+            on_failure_queue_url=queue_url,
+            filters=filters,
+            retry_seconds=self.settings.stream_retry_seconds,
+            poll_seconds=STREAM_POLL_SECONDS,
+            stop=self.stop_event,
+            release=self._forget_shard_iterator,
+        )
+
+    def _forget_shard_iterator(self, iterator: str) -> None:
+        """Drop a used-up shard iterator from the embedded endpoint (moto keeps them all)."""
+        from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+        backend = dynamodbstreams_backends[self.stack.account][self.stack.region]
+        backend.shard_iterators.pop(iterator, None)
 
     def _scheduler(self, function: LocalFunction, event_name: str, props: dict[str, Any]) -> Scheduler | None:
         if props.get("Enabled") is False or str(props.get("Enabled", "true")).lower() == "false":
@@ -435,6 +489,14 @@ class LocalStack:
         if self.settings.faults:
             rows.append(("faults", f"LOCAL_FAULTS on: POST {endpoint}/_local/faults (local testing only)"))
         rows += [(s.function.tag, f"every {s.period:g} s") for s in self.schedulers]
+        rows += [(p.function.tag, p.describe()) for p in self.stream_pollers]
+        if self.stream_pollers:
+            rows.append(
+                (
+                    "event bus",
+                    f"{os.environ.get('EVENT_BUS_NAME', 'default')} (rules and targets: {endpoint})",
+                )
+            )
         width = max(len(name) for name, _ in rows)
         lines = ["videohook local stack ready", *(f"  {name:<{width}}  {value}" for name, value in rows)]
         log.info("\n".join(lines))
@@ -456,6 +518,7 @@ class LocalStack:
             "api": self.api.ready,
             "workers": self.triggers_started and all(p.alive for p in self.pollers),
             "schedules": self.triggers_started and all(s.alive for s in self.schedulers),
+            "streams": self.triggers_started and all(p.alive for p in self.stream_pollers),
         }
         ok = all(checks.values()) and not self.stop_event.is_set()
         if self.stop_event.is_set():
@@ -471,6 +534,8 @@ class LocalStack:
             "outputs": self.outputs,
             "functions": {f.tag: vars(f.stats) for f in self.functions},
         }
+        if self.stream_pollers:  # batches delivered, records done, retries, batches given up
+            document["streams"] = {p.function.tag: dict(p.stats) for p in self.stream_pollers}
         pools = [p for p in self.pollers if isinstance(p, WorkerPool)]
         if pools:
             document["worker_processes"] = {p.function.tag: p.describe() for p in pools}
@@ -485,6 +550,13 @@ class LocalStack:
                 log.warning(
                     "%s: a batch still running after %d s; abandoned",
                     poller.function.tag,
+                    STOP_TIMEOUT_SECONDS,
+                )
+        for stream in self.stream_pollers:
+            if not stream.drain(STOP_TIMEOUT_SECONDS):
+                log.warning(
+                    "%s: a batch still running after %d s; abandoned",
+                    stream.function.tag,
                     STOP_TIMEOUT_SECONDS,
                 )
         for scheduler in self.schedulers:

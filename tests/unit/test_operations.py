@@ -40,6 +40,8 @@ def test_callback_url_prints_the_deployed_url_with_its_token(aws: AwsWorld, caps
         "TasksTableName": aws.output("TasksTable"),
         "TransferQueueUrl": aws.output("TransferQueue"),
         "TransferDeadLetterQueueUrl": aws.output("TransferDeadLetterQueue"),
+        "EventsDeadLetterQueueUrl": aws.output("EventsDeadLetterQueue"),
+        "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:vh-AlarmTopic-1",
         "VideosBucketName": aws.output("VideosBucket"),
     }
     assert set(outputs) == set(aws.stack.template["Outputs"])

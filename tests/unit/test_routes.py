@@ -53,7 +53,7 @@ def test_a_route_miss_answers_404_not_found(aws: AwsWorld, function: str, method
     ("function", "method", "path", "allowed"),
     [
         ("TasksFunction", "DELETE", "/tasks/abc", "GET"),
-        ("TasksFunction", "PUT", "/tasks", "POST"),
+        ("TasksFunction", "PUT", "/tasks", "GET, POST"),
         ("IngestFunction", "GET", "/callbacks", "POST"),
     ],
 )

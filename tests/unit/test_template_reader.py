@@ -202,7 +202,12 @@ def test_every_property_of_template_yaml_is_found_on_the_endpoint(session: Any) 
     # AND the table has its index, encryption and point-in-time recovery
     table = ddb.describe_table(TableName=stack.physical["TasksTable"])["Table"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    assert [index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])] == ["poll-due"]
+    assert [index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])] == [
+        "poll-due",
+        "by-updated",
+        "by-status",
+    ]
+    assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert table["SSEDescription"]["Status"] == "ENABLED"
     backups = ddb.describe_continuous_backups(TableName=stack.physical["TasksTable"])
     assert backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"][

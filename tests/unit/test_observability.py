@@ -1,0 +1,165 @@
+"""Alarms reach someone, and the dashboard draws what the code emits (docs/operations.md).
+
+The emitted metric names are read from the handler source itself (every `add_metric` and
+`single_metric` call, an f-string name resolved through the literal arguments its function
+is called with), so a metric added to the code and forgotten on the dashboard, or a
+dashboard line for a metric nobody emits, fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from infra.template import ROOT, load_template
+
+NAMESPACE = "videohook"
+
+
+def _literals(node: ast.AST) -> list[str]:
+    """The string values an argument can take: a constant, or either branch of `a if c else b`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.IfExp):
+        return _literals(node.body) + _literals(node.orelse)
+    raise AssertionError(f"a metric name built from something other than literals: {ast.unparse(node)}")
+
+
+def _names_in(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    names: set[str] = set()
+    for function in functions.values():
+        for call in ast.walk(function):
+            if not (isinstance(call, ast.Call) and _callee(call) in ("add_metric", "single_metric")):
+                continue
+            name = next(k.value for k in call.keywords if k.arg == "name")
+            if isinstance(name, ast.Constant):
+                names.add(name.value)
+                continue
+            # f"Callbacks{outcome}": the parameter's values at every call of the function
+            assert isinstance(name, ast.JoinedStr), ast.unparse(name)
+            (hole,) = [v for v in name.values if isinstance(v, ast.FormattedValue)]
+            parameter = ast.unparse(hole.value)
+            position = [a.arg for a in function.args.args].index(parameter)
+            fixed = "".join(v.value for v in name.values if isinstance(v, ast.Constant))
+            for caller in ast.walk(tree):
+                if isinstance(caller, ast.Call) and _callee(caller) == function.name:
+                    names |= {fixed + value for value in _literals(caller.args[position])}
+    return names
+
+
+def _callee(call: ast.Call) -> str:
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
+def emitted_metrics() -> set[str]:
+    names: set[str] = set()
+    for path in sorted((ROOT / "handler").rglob("*.py")):
+        names |= _names_in(path)
+    return names
+
+
+def _dashboard() -> dict[str, Any]:
+    body = load_template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    return json.loads(re.sub(r"\$\{[^}]+\}", "resolved", body))
+
+
+def drawn_metrics() -> set[str]:
+    """Metric names of the `videohook` namespace the dashboard draws, SEARCH expressions included."""
+    names: set[str] = set()
+    for widget in _dashboard()["widgets"]:
+        for row in widget["properties"].get("metrics", []):
+            if isinstance(row[0], dict) and "expression" in row[0]:
+                expression = row[0]["expression"]
+                if "{" + NAMESPACE in expression:
+                    names |= set(re.findall(r'MetricName="([^"]+)"', expression))
+            elif row[0] == NAMESPACE:
+                names.add(row[1])
+    return names
+
+
+def _alarms() -> dict[str, dict[str, Any]]:
+    resources = load_template()["Resources"]
+    return {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def alarmed_metrics() -> set[str]:
+    return {a["MetricName"] for a in _alarms().values() if a.get("Namespace") == NAMESPACE}
+
+
+def test_the_code_emits_the_metrics_the_docs_list() -> None:
+    emitted = emitted_metrics()
+    documented = (ROOT / "docs" / "operations.md").read_text()
+    assert {"CallbacksQueued", "CallbacksAccepted", "CallbacksRefused", "CallbacksFaulted"} <= emitted
+    assert all(f"`{name}`" in documented for name in emitted), emitted
+
+
+def test_every_metric_the_dashboard_draws_is_one_the_code_emits() -> None:
+    drawn = drawn_metrics()
+    assert drawn, "the dashboard draws no videohook metric"
+    assert drawn <= emitted_metrics(), drawn - emitted_metrics()
+
+
+def test_every_metric_the_code_emits_is_drawn_or_alarmed_on() -> None:
+    emitted = emitted_metrics()
+    assert emitted <= drawn_metrics() | alarmed_metrics(), emitted - drawn_metrics() - alarmed_metrics()
+
+
+def test_every_alarm_watches_an_emitted_metric_or_an_aws_one() -> None:
+    assert alarmed_metrics() <= emitted_metrics()
+    # Tasks found stuck reach someone (docs/task-record.md "Nothing is stuck").
+    assert "TasksRecovered" in alarmed_metrics()
+
+
+def test_every_alarm_sends_to_the_topic_and_an_email_can_subscribe() -> None:
+    template = load_template()
+    for name, alarm in _alarms().items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    assert template["Resources"]["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = template["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+
+
+def test_the_alarms_cover_what_the_operator_must_hear_about() -> None:
+    watched = {(a["Namespace"], a["MetricName"], json.dumps(a.get("Dimensions"))) for a in _alarms().values()}
+    queues = {json.loads(d)[0]["Value"]["Fn::GetAtt"][0] for ns, _, d in watched if ns == "AWS/SQS"}
+    assert queues == {"TransferDeadLetterQueue", "EventsDeadLetterQueue"}
+    assert {m for ns, m, _ in watched if ns == NAMESPACE} >= {
+        "TransferFailures",
+        "CallbacksFaulted",
+        "TasksRecovered",
+    }
+
+
+def test_the_dashboard_draws_what_the_operations_page_promises() -> None:
+    titles = {w["properties"]["title"] for w in _dashboard()["widgets"]}
+    assert {
+        "Callbacks by outcome",
+        "Videos stored",
+        "Bytes stored",
+        "Transfer time (s)",
+        "Transfer failures by reason",
+        "Queue depths",
+        "Function errors",
+    } <= titles
+    stats = {
+        row[-1].get("stat")
+        for w in _dashboard()["widgets"]
+        for row in w["properties"]["metrics"]
+        if not isinstance(row[0], dict) and row[1] == "TransferSeconds"
+    }
+    assert stats == {"p50", "p99"}
+    functions = load_template()["Resources"]
+    errors = [
+        row[3]
+        for w in _dashboard()["widgets"]
+        for row in w["properties"]["metrics"]
+        if not isinstance(row[0], dict) and row[:2] == ["AWS/Lambda", "Errors"]
+    ]
+    assert len(errors) == sum(spec["Type"] == "AWS::Serverless::Function" for spec in functions.values())
