@@ -6,9 +6,10 @@ export PYTHONPATH := handler:.
 
 .PHONY: test lint unit serve demo bench reliability callback-url redrive clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt handler/requirements.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt handler/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 lint: $(BIN)/.installed

@@ -20,7 +20,7 @@ from videohook.callbacks import CallbackReceiver, CallbackRequest
 from videohook.errors import ProviderError, VideohookError
 from videohook.lookup import task_view
 from videohook.services import provider_client, services
-from videohook.submit import callback_url, parse_submit, submit
+from videohook.submit import ProviderNotConfigured, callback_url, parse_submit, submit
 
 logger = Logger()
 tracer = Tracer()
@@ -66,7 +66,9 @@ def answer_error(error: VideohookError) -> Response:
     )
     if app.current_event.path.endswith("/callbacks"):
         _count_callback("Refused" if error.status < 500 else "Faulted")
-    message = error.message if error.status < 500 else "the request could not be completed, retry later"
+    # A 5xx says "retry later", except where retrying cannot help: submits on a stack with no provider key.
+    shown = error.status < 500 or isinstance(error, ProviderNotConfigured)
+    message = error.message if shown else "the request could not be completed, retry later"
     body: dict[str, Any] = {"error": error.code, "message": message}
     if isinstance(error, ProviderError):
         # SPEC: provider errors answer 502 with the provider's code and message. The client's
