@@ -40,10 +40,13 @@ bench: $(BIN)/.installed
 reliability: $(BIN)/.installed
 	$(BIN)/python -m infra.reliability
 
-# Operations on a deployed stack (STACK=name) or, without STACK, the local stack.
+# The owner's `videohook` command (docs/cli.md) on a deployed stack (STACK=name [REGION=r]) or,
+# without STACK, on the local stack of `make serve` (LOCAL_API, default http://127.0.0.1:3000).
+LOCAL_API ?= http://127.0.0.1:$(or $(API_PORT),3000)
+VIDEOHOOK_TARGET = $(if $(STACK),--stack "$(STACK)" $(if $(REGION),--region "$(REGION)"),--local "$(LOCAL_API)")
+
 callback-url: $(BIN)/.installed
-	@test -n "$(STACK)" || { echo "usage: make callback-url STACK=<stack name>"; exit 2; }
-	@$(BIN)/python -m infra.callback_url --stack "$(STACK)"
+	@$(BIN)/videohook callback-url $(VIDEOHOOK_TARGET)
 
 redrive: $(BIN)/.installed
-	$(BIN)/python -m infra.redrive $(if $(STACK),--stack "$(STACK)",)
+	@$(BIN)/videohook redrive $(VIDEOHOOK_TARGET)
