@@ -108,9 +108,8 @@ class Target(ABC):
         try:
             return requests.request(method, url, timeout=HTTP_TIMEOUT, **kwargs)
         except requests.ConnectionError:
-            raise CliError(
-                f"cannot reach {self.description} ({_origin(url)}){self.unreachable_hint}"
-            ) from None
+            where = "" if self.description.endswith(_origin(url)) else f" ({_origin(url)})"
+            raise CliError(f"cannot reach {self.description}{where}{self.unreachable_hint}") from None
         except requests.Timeout:
             raise CliError(f"{self.description} did not answer in time ({_origin(url)})") from None
 
