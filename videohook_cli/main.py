@@ -40,7 +40,8 @@ DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 PAGE_LIMIT = 100  # the API's largest page
 EXIT_TIMEOUT = 3
 
-out = Console(soft_wrap=True, highlight=False)
+# Piped or captured, a table is not cut to 80 columns (a sha256 stays on one line).
+out = Console(highlight=False, width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200))
 err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
