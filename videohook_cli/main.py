@@ -41,6 +41,7 @@ PAGE_LIMIT = 100  # the API's largest page
 EXIT_TIMEOUT = 3
 
 # Piped or captured, a table is not cut to 80 columns (a sha256 stays on one line).
+# Progress bars go to stderr, and only to a terminal: piped or captured, stderr holds errors only.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200))
 err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -287,7 +288,7 @@ def watch(
         TransferSpeedColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as progress:
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
         bar = progress.add_task(task_id, total=None)
         while True:
             record = where.json("GET", task_path(task_id))
@@ -344,7 +345,10 @@ def download(
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
         )
-        with Progress(*columns, console=err) as progress, partial.open("wb") as sink:
+        with (
+            Progress(*columns, console=err, disable=not err.is_terminal) as progress,
+            partial.open("wb") as sink,
+        ):
             bar = progress.add_task(f"{task_id}", total=int(record.get("size") or 0) or None)
             for chunk in _chunks(answer):
                 sink.write(chunk)

@@ -162,7 +162,7 @@ class FileOrigin:
     206, so a resumed transfer can be exercised. Counts the requests it served.
     """
 
-    def __init__(self, path: Path, content_type: str = "video/mp4") -> None:
+    def __init__(self, path: Path, content_type: str = "video/mp4", port: int = 0) -> None:
         self.path = path
         self.data = path.read_bytes()
         self.sha256 = hashlib.sha256(self.data).hexdigest()
@@ -203,7 +203,7 @@ class FileOrigin:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        self.server = ThreadingHTTPServer((HOST, port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://{HOST}:{self.server.server_address[1]}/{path.name}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
