@@ -16,6 +16,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint template.yaml
 
+# The type checker, strict on handler/ (configured in pyproject.toml).
+.PHONY: types
+types: $(BIN)/.installed
+	$(BIN)/mypy
+
 test: lint
 	$(BIN)/pytest
 

@@ -13,11 +13,13 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from videohook.models import TaskStatus, TransferRequest
+from videohook.models import TransferRequest
 from videohook.services import transfer_service
+from videohook.transfer_service import Delivery
 
 logger = Logger()
 tracer = Tracer()
@@ -37,11 +39,11 @@ def transfer_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     remaining = lambda_context.get_remaining_time_in_millis() / 1000
     deadline = time.monotonic() + max(remaining - DEADLINE_MARGIN_SECONDS, remaining / 2)
     outcome = transfer_service().handle(request.task_id, receive_count, deadline)
-    if outcome.status == TaskStatus.STORED and outcome.result is not None:
+    if outcome.status is Delivery.STORED and outcome.video is not None:
         metrics.add_metric(name="VideosStored", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="BytesStored", unit=MetricUnit.Bytes, value=outcome.result.size)
+        metrics.add_metric(name="BytesStored", unit=MetricUnit.Bytes, value=outcome.video.size)
         metrics.add_metric(name="TransferSeconds", unit=MetricUnit.Seconds, value=outcome.seconds)
-    elif outcome.status == TaskStatus.TRANSFER_FAILED:
+    elif outcome.status is Delivery.TRANSFER_FAILED:
         count_failure(outcome.reason or "unknown")
 
 
@@ -55,7 +57,7 @@ def count_failure(reason: str) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     logger.append_keys(task_id="-")
     return process_partial_response(
         event=event, record_handler=transfer_record, processor=processor, context=context

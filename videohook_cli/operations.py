@@ -29,11 +29,12 @@ def move_dead_letters(sqs: Any, source_url: str, target_url: str) -> int:
 
 def requeue_failed_tasks(store: Any, queue: Any) -> int:
     """TRANSFER_FAILED -> RECEIVED plus one transfer message, per task; the count re-queued."""
+    from videohook.transfer_queue import queue_transfer  # the one "queue a transfer" step
+
     requeued = 0
     for task_id in store.failed_transfers():
         if store.requeue_failed(task_id):
-            queue.send(task_id)
-            store.mark_queued(task_id)
+            queue_transfer(queue, store, task_id)
             requeued += 1
     return requeued
 

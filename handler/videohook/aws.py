@@ -8,10 +8,20 @@ its 15 s wait, and a fault answered with 500 is retried by the provider anyway.
 from __future__ import annotations
 
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Literal, overload
 
 import boto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+    AnyClient = DynamoDBClient | S3Client | SQSClient | SecretsManagerClient
+
+Service = Literal["dynamodb", "s3", "sqs", "secretsmanager"]
 
 # DynamoDB and SQS answer in milliseconds; the worst case here (2 tries x 5 s) stays well
 # inside the provider's 15 s wait, so a fault is answered 500 (retried), never timed out.
@@ -41,11 +51,31 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
+@overload
+def client(service: Literal["dynamodb"]) -> DynamoDBClient: ...
+@overload
+def client(service: Literal["s3"]) -> S3Client: ...
+@overload
+def client(service: Literal["sqs"]) -> SQSClient: ...
+@overload
+def client(service: Literal["secretsmanager"]) -> SecretsManagerClient: ...
+def client(service: Service) -> AnyClient:
+    """The container's one client for `service`, typed as that service's client."""
+    return _client(service)
+
+
 @cache
-def client(service: str) -> Any:
-    return _session().client(service, config=S3_CONFIG if service == "s3" else CLIENT_CONFIG)
+def _client(service: Service) -> AnyClient:
+    session = _session()
+    if service == "s3":
+        return session.client("s3", config=S3_CONFIG)
+    if service == "dynamodb":
+        return session.client("dynamodb", config=CLIENT_CONFIG)
+    if service == "sqs":
+        return session.client("sqs", config=CLIENT_CONFIG)
+    return session.client("secretsmanager", config=CLIENT_CONFIG)
 
 
 def reset() -> None:
     """Forget every client (tests switch between mocked and real endpoints)."""
-    client.cache_clear()
+    _client.cache_clear()

@@ -18,7 +18,7 @@ from videohook.errors import PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from videohook.models import MAX_CALLBACK_BYTES, Callback, parse_callback
 from videohook.signature import verify_signature, verify_token
 from videohook.store import CallbackOutcome, TaskStore
-from videohook.transfer_queue import TransferQueue
+from videohook.transfer_queue import TransferQueue, queue_transfer
 
 logger = Logger(child=True)
 
@@ -73,6 +73,5 @@ class CallbackReceiver:
         if outcome.suspicious:
             logger.warning("suspicious callback", extra={"reason": outcome.suspicious, "code": callback.code})
         if outcome.queue_transfer:
-            self.queue.send(callback.task_id)
-            self.store.mark_queued(callback.task_id)
+            queue_transfer(self.queue, self.store, callback.task_id)
         return callback, outcome

@@ -13,10 +13,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from videohook.errors import ConfigError
 from videohook.policy import SourcePolicy
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 MIB = 1024 * 1024
 SECRET_CACHE_SECONDS = 300
@@ -81,7 +84,7 @@ def _list(raw: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1)
-def _secrets_provider() -> Any:
+def _secrets_provider() -> SecretsProvider:
     """Powertools' provider over our shared client (its own would rebuild a boto3 session)."""
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 

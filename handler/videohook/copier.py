@@ -16,18 +16,21 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from aws_lambda_powertools import Logger
 
 from videohook.errors import SourceUnavailable, VideoRejected
-from videohook.mp4 import Mp4Checker, Mp4Info
+from videohook.models import StoredVideo
+from videohook.mp4 import Mp4Checker
 from videohook.policy import describe_url
 from videohook.source import SourceSession
 from videohook.upload import MultipartUpload, PartBody, abort_orphaned_uploads
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 logger = Logger(child=True)
 
@@ -53,16 +56,6 @@ STREAM_ERRORS = (
 
 def video_key(task_id: str) -> str:
     return f"videos/{task_id}.mp4"
-
-
-@dataclass(frozen=True)
-class CopyResult:
-    bucket: str
-    key: str
-    version_id: str | None
-    sha256: str
-    size: int
-    info: Mp4Info
 
 
 ProgressFn = Callable[[int, int | None], None]
@@ -205,7 +198,7 @@ class VideoCopier:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         bucket: str,
         *,
         part_bytes: int,
@@ -220,7 +213,7 @@ class VideoCopier:
         self.max_bytes = max_bytes
         self.clock = clock
 
-    def copy(self, task_id: str, url: str, source: SourceSession, progress: ProgressFn) -> CopyResult:
+    def copy(self, task_id: str, url: str, source: SourceSession, progress: ProgressFn) -> StoredVideo:
         """Stream `url` to `videos/{task_id}.mp4`; raises (after aborting) on any failure."""
         # An upload a dead worker left open for this key goes first (the caller holds the lease).
         abort_orphaned_uploads(self.s3, self.bucket, video_key(task_id))
@@ -271,13 +264,15 @@ class VideoCopier:
                 completed = upload.complete()
         finally:
             stream.close()
-        return CopyResult(
+        return StoredVideo(
             bucket=completed.bucket,
             key=completed.key,
             version_id=completed.version_id,
             sha256=digest.hexdigest(),
             size=stream.received,
-            info=info,
+            duration_seconds=info.duration_seconds,
+            width=info.width,
+            height=info.height,
         )
 
     def _take(self, stream: _Stream, chunk: bytes) -> None:

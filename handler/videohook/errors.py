@@ -1,7 +1,7 @@
 """One exception hierarchy for the core.
 
-The core raises these and knows nothing about HTTP or Lambda; the ingest handler maps
-them to answers in one place (`status`, `code`), and the transfer handler reads
+The core raises these and knows nothing about HTTP or Lambda; the HTTP entry modules map
+them to answers in one place (`status`, `code`: http_adapter.py), and the transfer handler reads
 `retryable` to decide between an SQS retry and failing the task at once.
 """
 

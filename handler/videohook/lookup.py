@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from videohook.errors import NotFound
-from videohook.models import TaskStatus, check_task_id
-from videohook.store import TaskStore, public_record
+from videohook.lifecycle import TaskStatus, public_record
+from videohook.models import check_task_id
+from videohook.store import TaskStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 DOWNLOAD_URL_SECONDS = 15 * 60
 
 
-def task_view(store: TaskStore, s3: Any, task_id: str) -> dict[str, Any]:
+def task_view(store: TaskStore, s3: S3Client, task_id: str) -> dict[str, Any]:
     item = store.get(check_task_id(task_id))
     if item is None:
         raise NotFound("no task with this id", code="task_not_found")

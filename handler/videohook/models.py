@@ -1,4 +1,4 @@
-"""The shapes videohook trades in: the provider's callback, task states, queue messages.
+"""The shapes videohook trades in: the provider's callback, queue messages, stored videos.
 
 Parsing lives here so that the HTTP layer and the reconcile job accept exactly the same
 things; every refusal is a BadRequest with a machine code the provider's logs can show.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from videohook.errors import BadRequest
@@ -21,15 +20,6 @@ MAX_MSG_CHARS = 1000
 SUCCESS_CODE = 200
 # The provider's codes are HTTP-like; anything outside a 32-bit integer is not one of them.
 CODE_RANGE = range(-(2**31), 2**31)
-
-
-class TaskStatus(StrEnum):
-    SUBMITTED = "SUBMITTED"
-    RECEIVED = "RECEIVED"
-    TRANSFERRING = "TRANSFERRING"
-    STORED = "STORED"
-    GENERATION_FAILED = "GENERATION_FAILED"
-    TRANSFER_FAILED = "TRANSFER_FAILED"
 
 
 def check_task_id(value: Any) -> str:
@@ -85,7 +75,7 @@ def parse_json_object(body: bytes | str) -> dict[str, Any]:
 
 
 def parse_callback(body: bytes | str, policy: SourcePolicy) -> Callback:
-    """Validate a callback body as SPEC.md says; unknown extra fields are ignored."""
+    """Validate a callback body (docs/api.md, `POST /callbacks`); unknown extra fields are ignored."""
     document = parse_json_object(body)
     code = document.get("code")
     if not isinstance(code, int) or isinstance(code, bool) or code not in CODE_RANGE:
@@ -126,3 +116,17 @@ class TransferRequest:
     def from_json(cls, body: str) -> TransferRequest:
         document = parse_json_object(body)
         return cls(task_id=check_task_id(document.get("task_id")))
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """A verified video in S3: what the copier made and what the task record keeps of it."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    sha256: str
+    size: int
+    duration_seconds: float | None
+    width: int | None
+    height: int | None

@@ -92,11 +92,11 @@ class _Open:
     end: int | None
 
 
-def _u32(buf: bytes, off: int) -> int:
+def _u32(buf: bytes | bytearray, off: int) -> int:
     return int.from_bytes(buf[off : off + 4], "big")
 
 
-def _u64(buf: bytes, off: int) -> int:
+def _u64(buf: bytes | bytearray, off: int) -> int:
     return int.from_bytes(buf[off : off + 8], "big")
 
 

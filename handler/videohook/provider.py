@@ -19,7 +19,6 @@ and reconcile polls tasks whose callback is late). They all need the same three 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import time
@@ -29,13 +28,14 @@ from enum import StrEnum
 from typing import Any
 
 import requests
+from aws_lambda_powertools import Logger
 from requests.adapters import HTTPAdapter
 
 from videohook.errors import ConfigError, ProviderError
 
 __all__ = ["RETRYABLE_CODES", "ProviderClient", "RecordInfo", "SuccessFlag", "is_retryable_code"]
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 #: Provider codes worth retrying later (over the call limit, insufficient credits, calling too
 #: often, maintenance). Every 5xx is retryable as well: see `is_retryable_code`.

@@ -12,15 +12,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from videohook.errors import ProviderError
-from videohook.models import SUCCESS_CODE, Callback, TaskStatus
+from videohook.lifecycle import TaskStatus
+from videohook.models import SUCCESS_CODE, Callback
 from videohook.provider import ProviderClient
 from videohook.store import TaskStore
-from videohook.transfer_queue import TransferQueue
+from videohook.transfer_queue import TransferQueue, queue_transfer
 
 logger = Logger(child=True)
 
@@ -29,6 +31,24 @@ BACKOFF_SECONDS = 180
 REFUSED_RETRY_SECONDS = 900
 # Codes that mean "the account is rate limited or the API is down": stop this run.
 ACCOUNT_WIDE_CODES = frozenset({405, 429, 430, 455})
+
+
+class Visit(StrEnum):
+    """What looking at one due task did."""
+
+    QUEUED = "queued"  # the provider has the video: its transfer is queued
+    FAILED = "failed"  # the provider failed it: GENERATION_FAILED
+    WAITING = "waiting"  # still pending: polled again later
+    BACKED_OFF = "backed_off"  # the provider refused the poll: polled again much later
+    DROPPED = "dropped"  # no longer waiting (or gone): taken off the poll index
+    SKIPPED = "skipped"  # not looked at: out of time, or halted by a rate limit
+    ERROR = "error"  # an AWS fault or a bug; the task stays due
+
+
+@dataclass(frozen=True)
+class Visited:
+    visit: Visit
+    error: str | None = None
 
 
 @dataclass
@@ -41,6 +61,27 @@ class ReconcileReport:
     dropped: int = 0
     stopped_early: bool = False
     errors: list[str] = field(default_factory=list)
+
+    def count(self, task_id: str, visited: Visited) -> None:
+        match visited.visit:
+            case Visit.SKIPPED:
+                self.stopped_early = True
+            case Visit.ERROR:
+                self.errors.append(f"{task_id}: {visited.error}")
+            case Visit.DROPPED:
+                self.dropped += 1
+            case Visit.QUEUED:
+                self.queued += 1
+                self.polled += 1
+            case Visit.FAILED:
+                self.failed += 1
+                self.polled += 1
+            case Visit.WAITING:
+                self.waiting += 1
+                self.polled += 1
+            case Visit.BACKED_OFF:
+                self.backed_off += 1
+                self.polled += 1
 
 
 class Reconciler:
@@ -73,33 +114,26 @@ class Reconciler:
         if not task_ids:
             return report
 
-        def visit(task_id: str) -> str:
+        def visit(task_id: str) -> Visited:
             if self._halt or self.clock() - started > self.deadline_seconds:
-                return "skipped"
+                return Visited(Visit.SKIPPED)
             return self._visit(task_id)
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile") as pool:
-            for task_id, outcome in zip(task_ids, pool.map(visit, task_ids), strict=True):
-                if outcome == "skipped":
-                    report.stopped_early = True
-                    continue
-                if outcome.startswith("error:"):
-                    report.errors.append(f"{task_id}: {outcome[6:]}")
-                    continue
-                setattr(report, outcome, getattr(report, outcome) + 1)
-                report.polled += outcome != "dropped"
+            for task_id, visited in zip(task_ids, pool.map(visit, task_ids), strict=True):
+                report.count(task_id, visited)
         return report
 
-    def _visit(self, task_id: str) -> str:
+    def _visit(self, task_id: str) -> Visited:
         try:
             item = self.store.get(task_id)
             if item is None or not self._still_waiting(item):
                 self.store.stop_polling(task_id)
-                return "dropped"
-            return self._poll(task_id)
+                return Visited(Visit.DROPPED)
+            return Visited(self._poll(task_id))
         except Exception as error:  # one task's AWS fault must not stop the others
             logger.exception("reconcile of one task failed", extra={"task_id": task_id})
-            return f"error:{type(error).__name__}"
+            return Visited(Visit.ERROR, type(error).__name__)
 
     @staticmethod
     def _still_waiting(item: dict[str, Any]) -> bool:
@@ -108,7 +142,7 @@ class Reconciler:
             return True
         return status == TaskStatus.RECEIVED and not item.get("transfer_queued")
 
-    def _poll(self, task_id: str) -> str:
+    def _poll(self, task_id: str) -> Visit:
         try:
             info = self.provider.record_info(task_id)
         except ProviderError as error:
@@ -120,17 +154,16 @@ class Reconciler:
                 extra={"task_id": task_id, "provider_code": error.provider_code, "reason": error.message},
             )
             self.store.schedule_poll(task_id, delay)
-            return "backed_off"
+            return Visit.BACKED_OFF
         if info.video_ready and info.video_url:
             callback = Callback(
                 code=SUCCESS_CODE, msg="found by reconcile", task_id=task_id, video_url=info.video_url
             )
             outcome = self.store.record_callback(callback, counted=False, audio_id=info.audio_id)
             if outcome.queue_transfer:
-                self.queue.send(task_id)
-                self.store.mark_queued(task_id)
+                queue_transfer(self.queue, self.store, task_id)
             logger.info("late task found ready; transfer queued", extra={"task_id": task_id})
-            return "queued"
+            return Visit.QUEUED
         if info.is_failed:
             callback = Callback(
                 code=info.error_code or 500,
@@ -145,6 +178,6 @@ class Reconciler:
             logger.info(
                 "late task failed at the provider", extra={"task_id": task_id, "flag": info.success_flag}
             )
-            return "failed"
+            return Visit.FAILED
         self.store.schedule_poll(task_id, POLL_INTERVAL_SECONDS)
-        return "waiting"
+        return Visit.WAITING

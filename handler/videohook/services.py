@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
@@ -15,6 +15,8 @@ from videohook.store import TaskStore
 from videohook.transfer_queue import TransferQueue
 
 if TYPE_CHECKING:  # the transfer and provider modules pull in an HTTP client the callback path never uses
+    from mypy_boto3_s3 import S3Client
+
     from videohook.provider import ProviderClient
     from videohook.transfer_service import TransferService
 
@@ -26,7 +28,7 @@ class Services:
     settings: Settings
     store: TaskStore
     queue: TransferQueue
-    s3: Any
+    s3: S3Client
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +59,7 @@ def provider_client() -> ProviderClient | None:
 
 @lru_cache(maxsize=1)
 def _provider(base_url: str, api_key: str) -> ProviderClient:
+
     from videohook.provider import ProviderClient
 
     return ProviderClient(base_url, api_key)

@@ -1,7 +1,7 @@
 """Who sent this callback: the provider's HMAC signature and the URL token.
 
 Both compares are constant-time. The signature covers only `task_id + "." + timestamp`
-(PROVIDER.md), so it proves the sender knows a key, not that the body is genuine; the URL
+(docs/provider.md), so it proves the sender knows a key, not that the body is genuine; the URL
 token and the provider confirmation cover the rest.
 """
 

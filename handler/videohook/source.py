@@ -13,7 +13,6 @@ with the DNS-free rules of `videohook.policy`.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from aws_lambda_powertools import Logger
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -32,7 +32,7 @@ from urllib3.util.connection import allowed_gai_family
 from videohook.errors import LinkExpired, SourceRefused, SourceUnavailable
 from videohook.policy import IPAddress, SourcePolicy, check_host, check_url, describe_url, is_public_address
 
-log = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 EXPIRED_STATUSES = frozenset({403, 404, 410})
@@ -285,7 +285,10 @@ class SourceSession:
                     send_headers = {
                         k: v for k, v in send_headers.items() if k.lower() not in _CROSS_ORIGIN_DROP
                     }
-                log.info("video source redirect %s -> %s", describe_url(current), describe_url(target))
+                logger.info(
+                    "video source redirect",
+                    extra={"from_url": describe_url(current), "to_url": describe_url(target)},
+                )
                 current = target
                 continue
             self._raise_for_status(response, current)

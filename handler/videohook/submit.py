@@ -15,8 +15,9 @@ from urllib.parse import quote
 from aws_lambda_powertools import Logger
 
 from videohook.errors import BadRequest, ProviderError, VideohookError
+from videohook.lifecycle import public_record
 from videohook.models import check_task_id, parse_json_object
-from videohook.store import TaskStore, public_record
+from videohook.store import TaskStore
 
 if TYPE_CHECKING:
     from videohook.provider import ProviderClient

@@ -13,11 +13,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from videohook.copier import CopyResult, VideoCopier
+from videohook.copier import VideoCopier
 from videohook.errors import (
     AwsFault,
     GenerationFailed,
@@ -26,11 +27,12 @@ from videohook.errors import (
     TransferError,
     VideohookError,
 )
-from videohook.models import TaskStatus
+from videohook.lifecycle import TaskStatus
+from videohook.models import StoredVideo
 from videohook.policy import SourcePolicy
 from videohook.provider import ProviderClient
 from videohook.source import SourceSession
-from videohook.store import StoredVideo, TaskStore
+from videohook.store import TaskStore
 
 logger = Logger(child=True)
 # Seconds to wait between tries of the write that records a stored video.
@@ -41,14 +43,25 @@ class RetryLater(TransferError):
     """Raised to SQS so that the message comes back for another attempt."""
 
 
+class Delivery(StrEnum):
+    """What one delivery of a transfer message came to (a retry is raised, not returned)."""
+
+    STORED = TaskStatus.STORED.value
+    TRANSFER_FAILED = TaskStatus.TRANSFER_FAILED.value
+    SKIPPED = "SKIPPED"  # nothing to do: stored, failed for good, or held by a live worker
+    LEASE_LOST = "LEASE_LOST"  # another worker took the task over mid-copy
+
+
 @dataclass(frozen=True)
 class TransferOutcome:
-    """What one message did; `result` is set when the video was stored."""
+    """What one message did; `video` is set when it was stored, `reason` when it failed."""
 
-    status: str
+    status: Delivery
     reason: str | None = None
-    result: CopyResult | None = None
+    video: StoredVideo | None = None
     seconds: float = 0.0
+    # For a skipped delivery: the status the task was found in (None: no such task).
+    task_status: TaskStatus | None = None
 
 
 class TransferService:
@@ -81,17 +94,17 @@ class TransferService:
         task = self.store.acquire_lease(task_id, owner, self.lease_seconds)
         if task is None:
             current = self.store.get(task_id)
-            status = current["status"] if current else "UNKNOWN"
-            logger.info("nothing to do for this delivery", extra={"task_status": status})
-            return TransferOutcome(status=f"skipped:{status}")
+            found = TaskStatus(current["status"]) if current else None
+            logger.info("nothing to do for this delivery", extra={"task_status": found or "UNKNOWN"})
+            return TransferOutcome(Delivery.SKIPPED, task_status=found)
         started = time.monotonic()
         try:
             url = self._confirmed_url(task)
             with self.source_factory(self.policy) as source:
-                result = self.copier.copy(task_id, url, source, self._progress(task_id, owner, deadline))
+                video = self.copier.copy(task_id, url, source, self._progress(task_id, owner, deadline))
         except LeaseLost:
             logger.warning("lease lost mid-copy; another worker owns the task now")
-            return TransferOutcome(status="lease_lost")
+            return TransferOutcome(Delivery.LEASE_LOST)
         except VideohookError as error:
             return self._failed(task_id, owner, error.message, error.retryable, receive_count, error.code)
         except Exception as error:  # a bug or an unforeseen library error: retry, then fail in words
@@ -99,25 +112,12 @@ class TransferService:
             return self._failed(
                 task_id, owner, f"unexpected error: {type(error).__name__}", True, receive_count
             )
-        self._record_stored(
-            task_id,
-            owner,
-            StoredVideo(
-                bucket=result.bucket,
-                key=result.key,
-                version_id=result.version_id,
-                sha256=result.sha256,
-                size=result.size,
-                duration_seconds=result.info.duration_seconds,
-                width=result.info.width,
-                height=result.info.height,
-            ),
-        )
+        self._record_stored(task_id, owner, video)
         seconds = time.monotonic() - started
         logger.info(
-            "video stored", extra={"size": result.size, "sha256": result.sha256, "seconds": round(seconds, 3)}
+            "video stored", extra={"size": video.size, "sha256": video.sha256, "seconds": round(seconds, 3)}
         )
-        return TransferOutcome(status=TaskStatus.STORED.value, result=result, seconds=seconds)
+        return TransferOutcome(Delivery.STORED, video=video, seconds=seconds)
 
     def _record_stored(self, task_id: str, owner: str, video: StoredVideo) -> None:
         """The video is in S3: try hard to say so, since a retry would copy it all again."""
@@ -185,4 +185,4 @@ class TransferService:
             "transfer failed", extra={"reason": reason, "error_code": code, "attempt": receive_count}
         )
         self.store.mark_transfer_failed(task_id, owner, reason)
-        return TransferOutcome(status=TaskStatus.TRANSFER_FAILED.value, reason=code)
+        return TransferOutcome(Delivery.TRANSFER_FAILED, reason=code)

@@ -13,21 +13,26 @@ upload and its parts (the bucket's lifecycle rule is only the last resort).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import zlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from videohook.errors import AwsFault
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
 logger = Logger(child=True)
-CHECKSUM_ALGORITHM = "CRC32"
+CHECKSUM_ALGORITHM: Final = "CRC32"
 ABORT_TRIES = 3
 
 
@@ -122,7 +127,7 @@ class MultipartUpload:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         bucket: str,
         key: str,
         *,
@@ -138,20 +143,20 @@ class MultipartUpload:
         self.metadata = metadata
         self.upload_id: str | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: set[Future[dict[str, Any]]] = set()
-        self._done: list[dict[str, Any]] = []
+        self._in_flight: set[Future[CompletedPartTypeDef]] = set()
+        self._done: list[CompletedPartTypeDef] = []
         self._next_part = 1
 
     def __enter__(self) -> MultipartUpload:
-        answer = self._s3(
-            "create_multipart_upload",
-            Bucket=self.bucket,
-            Key=self.key,
-            ContentType=self.content_type,
-            Metadata=self.metadata,
-            ServerSideEncryption="AES256",
-            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
-        )
+        with _faults("create_multipart_upload"):
+            answer = self.s3.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                ContentType=self.content_type,
+                Metadata=self.metadata,
+                ServerSideEncryption="AES256",
+                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+            )
         self.upload_id = answer["UploadId"]
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="upload")
         return self
@@ -162,23 +167,23 @@ class MultipartUpload:
         elif self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def _s3(self, operation: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            return getattr(self.s3, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsFault(f"S3 {operation} failed ({type(exc).__name__}: {_error_code(exc)})") from exc
+    @property
+    def _open_id(self) -> str:
+        assert self.upload_id is not None, "use MultipartUpload as a context manager"
+        return self.upload_id
 
-    def _send(self, number: int, data: bytes | PartBody) -> dict[str, Any]:
+    def _send(self, number: int, data: bytes | PartBody) -> CompletedPartTypeDef:
         checksum = crc32_checksum(data)
-        answer = self._s3(
-            "upload_part",
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            PartNumber=number,
-            Body=data,
-            ChecksumCRC32=checksum,
-        )
+        with _faults("upload_part"):
+            answer = self.s3.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._open_id,
+                PartNumber=number,
+                # PartBody is a seekable binary file as botocore reads one (not an IO[bytes] subclass).
+                Body=cast("bytes | IO[bytes]", data),
+                ChecksumCRC32=checksum,
+            )
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": checksum}
 
     def _collect(self, block_until_below: int) -> None:
@@ -203,13 +208,13 @@ class MultipartUpload:
     def complete(self) -> CompletedUpload:
         self._collect(1)
         parts = sorted(self._done, key=lambda part: part["PartNumber"])
-        answer = self._s3(
-            "complete_multipart_upload",
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": parts},
-        )
+        with _faults("complete_multipart_upload"):
+            answer = self.s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._open_id,
+                MultipartUpload={"Parts": parts},
+            )
         self.upload_id = None
         return CompletedUpload(
             bucket=self.bucket,
@@ -225,11 +230,12 @@ class MultipartUpload:
             for future in self._in_flight:
                 future.cancel()
             self._pool.shutdown(wait=True)
-        if self.upload_id is None:
+        upload_id = self.upload_id
+        if upload_id is None:
             return
         for attempt in range(1, ABORT_TRIES + 1):
             try:
-                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
                 self.upload_id = None
                 return
             except (ClientError, BotoCoreError) as exc:
@@ -242,7 +248,7 @@ class MultipartUpload:
         logger.error("multipart upload left open; the bucket lifecycle rule will remove it within a day")
 
 
-def abort_orphaned_uploads(s3: Any, bucket: str, key: str) -> int:
+def abort_orphaned_uploads(s3: S3Client, bucket: str, key: str) -> int:
     """Abort every multipart upload of `key` still open; returns how many were aborted.
 
     A worker that dies mid-copy (a Lambda stopped at its timeout, a local worker killed)
@@ -280,6 +286,15 @@ def abort_orphaned_uploads(s3: Any, bucket: str, key: str) -> int:
             "aborted multipart uploads left open by an earlier attempt", extra={"aborted": aborted}
         )
     return aborted
+
+
+@contextlib.contextmanager
+def _faults(operation: str) -> Iterator[None]:
+    """S3 and connection errors as AwsFault."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise AwsFault(f"S3 {operation} failed ({type(exc).__name__}: {_error_code(exc)})") from exc
 
 
 def _error_code(exc: Exception) -> str:

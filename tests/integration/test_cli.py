@@ -33,7 +33,7 @@ from botocore.credentials import Credentials
 
 from infra.local.harness import FileOrigin, StackProcess, free_port
 from infra.template import ROOT
-from tests.unit.test_cli import sigv4_verifies
+from tests.unit.test_cli_aws import sigv4_verifies
 
 pytestmark = pytest.mark.integration
 

@@ -41,7 +41,7 @@ OLD_KEY, HMAC_KEY = "integration-key-old", "integration-key-current"
 TOKEN = "integration-callback-token"
 PROVIDER_KEY = "integration-provider-key"
 FIXTURE = ROOT / "tests" / "fixtures" / "faststart.mp4"
-TAG = re.compile(r"^\[(stack|ingest|transfer|reconcile)\] ")
+TAG = re.compile(r"^\[(stack|ingest|tasks|transfer|reconcile)\] ")
 
 
 class Running(StackProcess):

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import ingest
+import tasks
 from infra.local.lambdas import LambdaContext
 from tests.conftest import HMAC_KEY, AwsWorld, answer_json, load_event, signed_callback
 from videohook import services
@@ -25,6 +26,12 @@ FAILURE = "callback_failure.json"
 
 def invoke(event: dict) -> tuple[int, dict]:
     answer = ingest.lambda_handler(event, LambdaContext())
+    return answer["statusCode"], answer_json(answer)
+
+
+def invoke_tasks(event: dict) -> tuple[int, dict]:
+    """The task routes are the tasks function's (same process environment: moto's stack)."""
+    answer = tasks.lambda_handler(event, LambdaContext())
     return answer["statusCode"], answer_json(answer)
 
 
@@ -129,7 +136,7 @@ def test_failure_after_stored_changes_nothing_but_the_count(world: AwsWorld) -> 
     store = services.services().store
     lease = store.acquire_lease("task-1", "worker", 60)
     assert lease is not None
-    from videohook.store import StoredVideo
+    from videohook.models import StoredVideo
 
     store.mark_stored(
         "task-1", "worker", StoredVideo("b", "videos/task-1.mp4", "v1", "ab" * 32, 10, 1.0, 2, 2)
@@ -402,15 +409,15 @@ def test_unreachable_queue_answers_500_and_the_retry_queues(world: AwsWorld) -> 
 
 def test_get_task_answers_404_then_the_record(world: AwsWorld) -> None:
     event = load_event("get_task.json")
-    assert invoke(event)[0] == 404
+    assert invoke_tasks(event)[0] == 404
     invoke(signed_callback(SUCCESS, token=world.callback_token))
-    status, body = invoke(event)
+    status, body = invoke_tasks(event)
     assert status == 200 and body["status"] == "RECEIVED" and "download_url" not in body
     assert "revision" not in body and "lease_owner" not in body
 
 
 def test_get_stored_task_has_a_presigned_download_url(world: AwsWorld) -> None:
-    from videohook.store import StoredVideo
+    from videohook.models import StoredVideo
 
     invoke(signed_callback(SUCCESS, token=world.callback_token))
     store = services.services().store
@@ -421,7 +428,7 @@ def test_get_stored_task_has_a_presigned_download_url(world: AwsWorld) -> None:
         "w",
         StoredVideo(bucket, "videos/taskId_774b9aa0422f.mp4", None, "0" * 64, 5, 4.0, 320, 240),
     )
-    status, body = invoke(load_event("get_task.json"))
+    status, body = invoke_tasks(load_event("get_task.json"))
     assert status == 200 and body["status"] == "STORED"
     assert body["download_url"].startswith("https://") and "X-Amz-Expires=900" in body["download_url"]
     assert body["width"] == 320 and body["duration_seconds"] == 4.0
@@ -431,7 +438,7 @@ def test_get_task_with_a_bad_id_answers_400(world: AwsWorld) -> None:
     event = load_event("get_task.json")
     event["path"] = "/tasks/bad id!"
     event["pathParameters"] = {"task_id": "bad id!"}
-    assert invoke(event)[0] == 400
+    assert invoke_tasks(event)[0] == 400
 
 
 @pytest.mark.parametrize("depth", [900, 5000])

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tests.fakes.provider_server import COMPLETE_TIME, CREATE_TIME, FakeProvider
 from videohook.errors import ConfigError, ProviderError
 from videohook.provider import RETRYABLE_CODES, ProviderClient, RecordInfo, SuccessFlag, parse_time
+from videohook.provider import logger as provider_logger
 
 KEY = "sk-live-0123456789abcdef0123456789abcdef"
 VIDEO = "https://cdn.example.com/videos/video_847715e66259.mp4"
@@ -423,10 +424,16 @@ def test_long_provider_messages_are_clipped_to_one_line(fake: FakeProvider, clie
 
 
 def test_the_key_never_appears_in_errors_repr_or_logs(
-    fake: FakeProvider, client: ProviderClient, caplog: pytest.LogCaptureFixture
+    fake: FakeProvider,
+    client: ProviderClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # GIVEN a provider that echoes the key in its error message, and debug logging on
     caplog.set_level(logging.DEBUG)
+    # (the client logs through a Powertools child logger: capture it where it writes)
+    caplog.set_level(logging.DEBUG, logger=provider_logger.name)
+    monkeypatch.setattr(logging.getLogger(provider_logger.name), "handlers", [caplog.handler])
     fake.script("t1", [fake.error(401, 401, f"invalid key {KEY}")])
     fake.script("t2", [fake.delay(5.0)])
     fake.script_generate(fake.error(200, 429, f"no credits left for {KEY}"))
@@ -443,6 +450,7 @@ def test_the_key_never_appears_in_errors_repr_or_logs(
     texts += [repr(client), str(client), repr(vars(client)), caplog.text]
     for text in texts:
         assert KEY not in text
+    assert "provider answered" in caplog.text  # the log lines were looked at
     assert "***" in str(errors[0])
     assert repr(client) == f"ProviderClient(base_url={fake.base_url!r}, timeout=(1.0, 2.0))"
 

@@ -1,6 +1,6 @@
 """The provider flows through the Lambda entry points, on moto and a real-HTTP fake provider.
 
-`POST /tasks` (ingest), the confirmation of a callback's `video_url` before a copy (transfer),
+`POST /tasks` (tasks), the confirmation of a callback's `video_url` before a copy (transfer),
 reconcile (the scheduled function), and `ACCEPT_UNKNOWN_TASKS=false`: each is driven with the
 sample events of `events/`, against a template-built stack on moto, a `FakeProvider` on
 127.0.0.1 and, where a video is copied, a loopback video source.
@@ -21,6 +21,7 @@ import pytest
 
 import ingest
 import reconcile
+import tasks
 import transfer
 from infra.local.lambdas import LambdaContext
 from tests.conftest import FIXTURES, AwsWorld, answer_json, load_event, signed_callback
@@ -100,7 +101,7 @@ def post_task(body: Any = None, event: dict | None = None) -> tuple[int, dict]:
     event = event or load_event("submit_task.json")
     if body is not None:
         event["body"] = body if isinstance(body, str) else json.dumps(body)
-    answer = ingest.lambda_handler(event, LambdaContext())
+    answer = tasks.lambda_handler(event, LambdaContext())
     return answer["statusCode"], answer_json(answer)
 
 
@@ -148,8 +149,8 @@ def record_info_calls(fp: FakeProvider, task_id: str | None = None) -> int:
     return len(fp.requests_to(RECORD_INFO_PATH, task_id))
 
 
-def submit_through_ingest(aws: AwsWorld, fp: FakeProvider, task_id: str = TASK) -> None:
-    use(aws, fp, "IngestFunction")
+def submit_through_tasks(aws: AwsWorld, fp: FakeProvider, task_id: str = TASK) -> None:
+    use(aws, fp, "TasksFunction")
     status, body = post_task({"task_id": task_id, "audio_id": AUDIO})
     assert (status, body["status"]) == (202, "SUBMITTED")
 
@@ -166,7 +167,7 @@ def test_submit_sends_the_documented_body_with_this_stacks_callback_url(
     aws: AwsWorld, fp: FakeProvider
 ) -> None:
     # GIVEN the deployed ingest function behind its execute-api host, with a provider key
-    svc = use(aws, fp, "IngestFunction")
+    svc = use(aws, fp, "TasksFunction")
     # WHEN the sample submit arrives
     status, body = post_task()
     # THEN the provider got exactly PROVIDER.md's body, with our callback URL and token, and the key
@@ -214,7 +215,7 @@ def test_submit_callback_url_base(
     aws: AwsWorld, fp: FakeProvider, overrides: dict, host: str, expected: str
 ) -> None:
     # GIVEN a configured public base URL, or a request that came through a custom domain
-    use(aws, fp, "IngestFunction", **overrides)
+    use(aws, fp, "TasksFunction", **overrides)
     event = load_event("submit_task.json")
     event["headers"]["Host"] = host
     event["requestContext"]["domainName"] = host
@@ -229,7 +230,7 @@ def test_submit_without_a_callback_token_sends_a_bare_url_and_no_branding(
     aws: AwsWorld, fp: FakeProvider
 ) -> None:
     # GIVEN local development without a token, and a submit without author or domain_name
-    use(aws, fp, "IngestFunction", CALLBACK_TOKEN_SECRET_ARN="")
+    use(aws, fp, "TasksFunction", CALLBACK_TOKEN_SECRET_ARN="")
     # WHEN it is submitted
     assert post_task({"task_id": "bare-1", "audio_id": "a-1"})[0] == 202
     # THEN only the three required fields are sent, with no token in the URL
@@ -243,7 +244,7 @@ def test_submit_without_a_callback_token_sends_a_bare_url_and_no_branding(
 
 def test_a_repeated_submit_is_not_sent_twice(aws: AwsWorld, fp: FakeProvider) -> None:
     # GIVEN a submitted task
-    use(aws, fp, "IngestFunction")
+    use(aws, fp, "TasksFunction")
     first_status, first = post_task()
     # WHEN the same submit arrives again
     second_status, second = post_task()
@@ -255,7 +256,7 @@ def test_a_repeated_submit_is_not_sent_twice(aws: AwsWorld, fp: FakeProvider) ->
 
 def test_a_provider_assigned_task_id_is_the_one_recorded(aws: AwsWorld, fp: FakeProvider) -> None:
     # GIVEN a provider that answers with its own task id
-    svc = use(aws, fp, "IngestFunction")
+    svc = use(aws, fp, "TasksFunction")
     fp.script_generate({"taskId": "provider-7"})
     # WHEN a task is submitted
     status, body = post_task()
@@ -295,7 +296,7 @@ def test_provider_errors_answer_502_with_the_providers_code_and_message(
     aws: AwsWorld, fp: FakeProvider, answer: Any, code: int, msg: str
 ) -> None:
     # GIVEN a provider that refuses the submit
-    svc = use(aws, fp, "IngestFunction")
+    svc = use(aws, fp, "TasksFunction")
     fp.script_generate(answer)
     # WHEN a task is submitted
     status, body = post_task()
@@ -314,7 +315,7 @@ def test_provider_errors_answer_502_with_the_providers_code_and_message(
 
 def test_a_wrong_key_answers_502_401_without_echoing_the_key(aws: AwsWorld, fp: FakeProvider) -> None:
     wrong = "wrong-provider-key-9876543210"
-    svc = use(aws, fp, "IngestFunction", PROVIDER_API_KEY=wrong)
+    svc = use(aws, fp, "TasksFunction", PROVIDER_API_KEY=wrong)
     status, body = post_task()
     assert (status, body["error"], body["provider_code"]) == (502, "provider_error", 401)
     assert wrong not in json.dumps(body)
@@ -323,7 +324,7 @@ def test_a_wrong_key_answers_502_401_without_echoing_the_key(aws: AwsWorld, fp: 
 
 def test_an_unreachable_provider_answers_502_and_forgets_the_task(aws: AwsWorld, fp: FakeProvider) -> None:
     # GIVEN a provider base where nothing listens
-    svc = use(aws, fp, "IngestFunction", PROVIDER_API_BASE="http://127.0.0.1:1")
+    svc = use(aws, fp, "TasksFunction", PROVIDER_API_BASE="http://127.0.0.1:1")
     # WHEN a task is submitted THEN 502 without a provider code, and the task is not kept
     status, body = post_task()
     assert (status, body["error"], body["provider_code"]) == (502, "provider_error", None)
@@ -333,7 +334,7 @@ def test_an_unreachable_provider_answers_502_and_forgets_the_task(aws: AwsWorld,
 
 def test_a_submit_whose_answer_timed_out_is_kept_for_reconcile(aws: AwsWorld, fp: FakeProvider) -> None:
     # GIVEN a provider that takes the task but answers after the client's read timeout
-    svc = use(aws, fp, "IngestFunction")
+    svc = use(aws, fp, "TasksFunction")
     services.provider_client().timeout = (1.0, 0.3)
     fp.script_generate(fp.delay(2.0))
     # WHEN the task is submitted
@@ -347,7 +348,7 @@ def test_submit_without_an_api_key_answers_501_saying_how_to_configure_one(
     aws: AwsWorld, fp: FakeProvider
 ) -> None:
     # GIVEN a stack with no provider API key
-    svc = use(aws, fp, "IngestFunction", PROVIDER_API_KEY="")
+    svc = use(aws, fp, "TasksFunction", PROVIDER_API_KEY="")
     # WHEN a task is submitted
     status, body = post_task()
     # THEN 501 (no retry helps) with a message naming the settings to configure, not "retry later"
@@ -374,7 +375,7 @@ def test_submit_without_an_api_key_answers_501_saying_how_to_configure_one(
     ],
 )
 def test_bad_submit_bodies_answer_400(aws: AwsWorld, fp: FakeProvider, raw: Any, code: str) -> None:
-    svc = use(aws, fp, "IngestFunction")
+    svc = use(aws, fp, "TasksFunction")
     status, body = post_task(raw)
     assert (status, body["error"]) == (400, code) and body["message"]
     assert fp.requests == []
@@ -459,7 +460,7 @@ def test_reconcile_polls_at_most_every_45_seconds_then_queues(aws: AwsWorld, fp:
     # GIVEN a submitted task that is PENDING at the provider, then SUCCESS
     url = "https://cdn.example.com/videos/late.mp4"
     fp.script(TASK, [fp.pending(), fp.success(url)])
-    submit_through_ingest(aws, fp)
+    submit_through_tasks(aws, fp)
     svc = use(aws, fp, "ReconcileFunction")
     clock = Clock(time.time())
     svc.store.clock = clock
@@ -495,7 +496,7 @@ def test_a_task_whose_callback_never_arrives_is_stored_by_reconcile_alone(
     # GIVEN a task submitted through videohook whose callback never comes, ready at the provider
     url = videos.add("/late/video.mp4", VIDEO)
     fp.script(TASK, [fp.success(url)])
-    submit_through_ingest(aws, fp)
+    submit_through_tasks(aws, fp)
     # WHEN reconcile runs, and the transfer function gets the message it queued
     use(aws, fp, "ReconcileFunction")
     assert run_reconcile()["queued"] == 1
@@ -525,7 +526,7 @@ def test_reconcile_records_failure_flags_as_generation_failed(
 ) -> None:
     # GIVEN a submitted task the provider gave up on
     fp.script(TASK, [fp.failed(flag, error_code, error_message)])
-    submit_through_ingest(aws, fp)
+    submit_through_tasks(aws, fp)
     svc = use(aws, fp, "ReconcileFunction")
     # WHEN reconcile runs
     report = run_reconcile()
@@ -543,7 +544,7 @@ def test_reconcile_records_failure_flags_as_generation_failed(
 def test_callback_exception_with_a_video_url_is_queued(aws: AwsWorld, fp: FakeProvider) -> None:
     url = "https://cdn.example.com/videos/undelivered.mp4"
     fp.script(TASK, [fp.callback_exception(url)])
-    submit_through_ingest(aws, fp)
+    submit_through_tasks(aws, fp)
     svc = use(aws, fp, "ReconcileFunction")
     assert run_reconcile()["queued"] == 1
     assert queued_tasks(aws) == [TASK]
@@ -553,7 +554,7 @@ def test_callback_exception_with_a_video_url_is_queued(aws: AwsWorld, fp: FakePr
 
 def test_callback_exception_without_a_video_url_waits(aws: AwsWorld, fp: FakeProvider) -> None:
     fp.script(TASK, [fp.callback_exception(None)])
-    submit_through_ingest(aws, fp)
+    submit_through_tasks(aws, fp)
     svc = use(aws, fp, "ReconcileFunction")
     report = run_reconcile()
     assert (report["waiting"], report["queued"], report["failed"]) == (1, 0, 0)

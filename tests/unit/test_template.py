@@ -12,7 +12,8 @@ from infra.template import Stack, load_template
 from tests.conftest import AwsWorld, answer_json, load_event
 
 SAMPLE_EVENTS = {
-    "IngestFunction": "get_task.json",
+    "IngestFunction": "callback_failure.json",
+    "TasksFunction": "get_task.json",
     "TransferFunction": "transfer_message.json",
     "ReconcileFunction": "reconcile_schedule.json",
 }
@@ -32,6 +33,9 @@ def test_every_function_runs_from_its_template_handler(aws: AwsWorld, function: 
     answer = handler(load_event(SAMPLE_EVENTS[function]), LambdaContext())
     # THEN it answers as Lambda expects, without an error
     if function == "IngestFunction":
+        # (the sample is not signed with this stack's token)
+        assert answer["statusCode"] == 401 and answer_json(answer)["error"] == "bad_token"
+    elif function == "TasksFunction":
         assert answer["statusCode"] == 404 and answer_json(answer)["error"] == "task_not_found"
     elif function == "TransferFunction":
         assert answer == {"batchItemFailures": []}
@@ -62,13 +66,14 @@ def test_only_the_callback_route_is_open() -> None:
     template = load_template()
     api = template["Resources"]["VideohookApi"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
-    events = template["Resources"]["IngestFunction"]["Properties"]["Events"]
     open_routes = [
-        e["Properties"]["Path"]
-        for e in events.values()
-        if e["Properties"].get("Auth") == {"Authorizer": "NONE"}
+        (name, e["Properties"]["Path"])
+        for name, spec in template["Resources"].items()
+        if spec["Type"] == "AWS::Serverless::Function"
+        for e in spec["Properties"].get("Events", {}).values()
+        if e["Type"] == "Api" and e["Properties"].get("Auth") == {"Authorizer": "NONE"}
     ]
-    assert open_routes == ["/callbacks"]
+    assert open_routes == [("IngestFunction", "/callbacks")]
 
 
 def test_policies_name_no_wildcard_action_or_resource() -> None:

@@ -36,10 +36,10 @@ from tests.fakes.video_server import Generated, VideoServer, repeat_block
 from videohook import services
 from videohook.copier import MAX_RESUMES, READ_CHUNK_BYTES
 from videohook.errors import LeaseLost
-from videohook.models import Callback
+from videohook.lifecycle import TaskStatus
+from videohook.models import Callback, StoredVideo
 from videohook.source import SourceSession
-from videohook.store import StoredVideo
-from videohook.transfer_service import TransferService
+from videohook.transfer_service import Delivery, TransferService
 
 MESSAGE = "transfer_message.json"
 TASK = json.loads(load_event(MESSAGE)["Records"][0]["body"])["task_id"]
@@ -825,12 +825,13 @@ def test_two_workers_racing_for_one_task_copy_it_once(rig: Rig) -> None:
     release = threading.Event()
     rig.receive(rig.server.add("/v.mp4", stalling(video, release, at=100_000)))
     start = threading.Barrier(2)
-    outcomes: list[str] = []
+    outcomes: list[tuple[str, str | None]] = []
 
     def worker() -> None:
         service = services.transfer_service()
         start.wait()
-        outcomes.append(service.handle(TASK, 1).status)
+        outcome = service.handle(TASK, 1)
+        outcomes.append((outcome.status, outcome.task_status))
 
     # WHEN both handle it at the same moment (the source holds the winner mid-copy until the
     # loser has answered, so the loser cannot arrive after the end)
@@ -844,7 +845,7 @@ def test_two_workers_racing_for_one_task_copy_it_once(rig: Rig) -> None:
     for thread in threads:
         thread.join(timeout=30)
     # THEN one copied it and the other stood aside: one GET on the source, one object version
-    assert sorted(outcomes) == ["STORED", "skipped:TRANSFERRING"]
+    assert sorted(outcomes) == [(Delivery.SKIPPED, TaskStatus.TRANSFERRING), (Delivery.STORED, None)]
     assert len(rig.server.requests_for("/v.mp4")) == 1
     assert len(rig.versions()) == 1
     item = rig.assert_stored(TASK, generated_sha256(video), video.size)
@@ -892,7 +893,7 @@ def test_worker_overtaken_mid_copy_aborts_its_upload(rig: Rig) -> None:
     video = synthetic_mp4(200_000)
     release = threading.Event()
     rig.receive(rig.server.add("/v.mp4", stalling(video, release, at=100_000)))
-    outcomes: dict[str, str] = {}
+    outcomes: dict[str, Delivery] = {}
     service_a = services.transfer_service()
     thread = threading.Thread(target=lambda: outcomes.update(a=service_a.handle(TASK, 1).status))
     thread.start()
@@ -911,7 +912,7 @@ def test_worker_overtaken_mid_copy_aborts_its_upload(rig: Rig) -> None:
     thread.join(timeout=30)
     # THEN B stored the video; A noticed it lost the lease and completed nothing
     assert failures == []
-    assert outcomes == {"a": "lease_lost"}
+    assert outcomes == {"a": Delivery.LEASE_LOST}
     item = rig.assert_stored(TASK, generated_sha256(video), video.size)
     assert len(rig.versions()) == 1 and item["attempts"] == 2
 
