@@ -32,7 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from videohook_cli.errors import CliError
-from videohook_cli.target import DEFAULT_LOCAL_API, Target, aws_errors, choose
+from videohook_cli.target import Target, aws_errors, choose, default_local_api
 
 STATUSES = ["SUBMITTED", "RECEIVED", "TRANSFERRING", "STORED", "GENERATION_FAILED", "TRANSFER_FAILED"]
 FINAL = {"STORED", "GENERATION_FAILED", "TRANSFER_FAILED"}
@@ -62,8 +62,9 @@ def target_options(command: F) -> F:
         "--local",
         metavar="[API_URL]",
         is_flag=False,
-        flag_value=DEFAULT_LOCAL_API,
-        help=f"The local stack (make serve) at API_URL, default {DEFAULT_LOCAL_API} (or VIDEOHOOK_LOCAL).",
+        flag_value=default_local_api(os.environ),
+        help="The local stack (make serve) at API_URL, default http://127.0.0.1:$API_PORT, port 3000 "
+        "when API_PORT is unset (or VIDEOHOOK_LOCAL).",
     )(command)
 
 
@@ -473,7 +474,7 @@ def normalise(args: list[str]) -> list[str]:
     for i, arg in enumerate(args):
         following = args[i + 1] if i + 1 < len(args) else ""
         if arg == "--local" and not following.startswith(("http://", "https://")):
-            fixed.append(f"--local={DEFAULT_LOCAL_API}")
+            fixed.append(f"--local={default_local_api(os.environ)}")
         else:
             fixed.append(arg)
     return fixed

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,6 +27,14 @@ import requests
 from videohook_cli.errors import CliError
 
 DEFAULT_LOCAL_API = "http://127.0.0.1:3000"
+
+
+def default_local_api(env: Mapping[str, str]) -> str:
+    """The local stack's URL: port `API_PORT` when set (as `make serve` reads it), else 3000."""
+    port = env.get("API_PORT", "").strip()
+    return f"http://127.0.0.1:{port}" if port.isdigit() else DEFAULT_LOCAL_API
+
+
 LOCAL_STACK_PATH = "/_local/stack"
 LOCAL_KEYS = ("testing", "testing")  # moto's dummy credentials: the embedded endpoint takes any
 HTTP_TIMEOUT = (5, 30)  # connect, read (seconds)
@@ -60,7 +68,7 @@ def choose(local: str | None, stack: str | None, region: str | None, env: dict[s
                 "VIDEOHOOK_LOCAL and VIDEOHOOK_STACK are both set: unset one, or pass --local/--stack"
             )
         if env_local:
-            local = DEFAULT_LOCAL_API if env_local.lower() in ("1", "true", "yes", "on") else env_local
+            local = default_local_api(env) if env_local.lower() in ("1", "true", "yes", "on") else env_local
         elif env_stack:
             stack = env_stack
     if local is not None:

@@ -99,7 +99,8 @@ def test_both_targets_at_once_is_refused(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 1 and err == "videohook: choose one target: --local or --stack, not both\n"
 
 
-def test_a_bare_local_takes_the_default_url_even_before_an_argument() -> None:
+def test_a_bare_local_takes_the_default_url_even_before_an_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("API_PORT", raising=False)
     assert normalise(["show", "--local", "t1"]) == ["show", "--local=http://127.0.0.1:3000", "t1"]
     assert normalise(["--local", "http://127.0.0.1:4000", "tasks"]) == [
         "--local",
