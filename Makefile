@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := handler:.
 
-.PHONY: test lint unit serve demo bench reliability callback-url redrive clean
+.PHONY: test lint types unit integration serve demo bench reliability callback-url redrive clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt handler/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,17 +12,33 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt handler/requirements.tx
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+# pytest exits 5 when a selection holds no test: not a failure here.
+PYTEST = $(BIN)/pytest
+NO_TESTS_OK = || test $$? -eq 5
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
 
 # The type checker, strict on handler/ (configured in pyproject.toml).
-.PHONY: types
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/pytest
+# In-process only (moto, servers on 127.0.0.1 in threads): no subprocess, under 60 s.
+unit: $(BIN)/.installed
+	$(PYTEST) -m "not integration" $(NO_TESTS_OK)
+
+# The local stack as subprocesses: tests/integration and tests/reliability at CI size.
+integration: $(BIN)/.installed
+	$(PYTEST) -m integration $(NO_TESTS_OK)
+
+# What CI runs (.ci/run), in this order, stopping at the first failure.
+test:
+	$(MAKE) lint
+	$(MAKE) types
+	$(MAKE) unit
+	$(MAKE) integration
 
 clean:
 	rm -rf $(VENV) .aws-sam
@@ -40,10 +56,10 @@ demo: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.transfer_bench $(BENCH_ARGS)
 
-# Issue 7's reliability scenarios at full size, against the local stack from the outside
+# The reliability scenarios at full size, against the local stack from the outside
 # (tests/reliability; `make test` runs them at CI size). Prints a summary table per scenario.
 reliability: $(BIN)/.installed
-	$(BIN)/python -m infra.reliability
+	$(BIN)/python -m tests.reliability
 
 # The owner's `videohook` command (docs/cli.md) on a deployed stack (STACK=name [REGION=r]) or,
 # without STACK, on the local stack of `make serve` (LOCAL_API, default http://127.0.0.1:3000).

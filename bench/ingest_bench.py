@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -147,39 +146,28 @@ def callback_events(
     token: str, count: int, seed: int = 7
 ) -> Iterator[tuple[str, Callable[[], dict[str, Any]]]]:
     """(kind, event factory): 50% new tasks, 40% duplicates of earlier ones, 10% failures."""
-    from videohook.signature import sign
+    from testkit.callbacks import callback_body, load_event, signed_event
 
-    template = json.loads((ROOT / "events" / "callback_success.json").read_text())
+    template = load_event("callback_success.json")
     rng = random.Random(seed)
     known: list[str] = []
 
-    def make(task_id: str, body: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-        def build() -> dict[str, Any]:
-            event = json.loads(json.dumps(template))
-            stamp = str(int(time.time()))
-            event["body"] = json.dumps(body)
-            event["headers"]["X-Webhook-Timestamp"] = stamp
-            event["headers"]["X-Webhook-Signature"] = sign(HMAC_KEY, task_id, stamp)
-            event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
-            event["queryStringParameters"] = {"token": token}
-            event["multiValueQueryStringParameters"] = {"token": [token]}
-            return event
-
-        return build
+    def make(body: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+        return lambda: signed_event(template, key=HMAC_KEY, token=token, body=body)
 
     for i in range(count):
         roll = rng.random()
         if roll < 0.4 and known:
             kind, task_id = "duplicate", rng.choice(known)
-            body = {"code": 200, "msg": "success", "data": {"task_id": task_id, "video_url": _url(task_id)}}
+            body = callback_body(task_id, _url(task_id), msg="success")
         elif roll < 0.5:
             kind, task_id = "failure", f"bench-fail-{i:05d}"
-            body = {"code": 501, "msg": "generation failed", "data": {"task_id": task_id, "video_url": None}}
+            body = callback_body(task_id, None, code=501)
         else:
             kind, task_id = "new", f"bench-task-{i:05d}"
             known.append(task_id)
-            body = {"code": 200, "msg": "success", "data": {"task_id": task_id, "video_url": _url(task_id)}}
-        yield kind, make(task_id, body)
+            body = callback_body(task_id, _url(task_id), msg="success")
+        yield kind, make(body)
 
 
 def _url(task_id: str) -> str:
@@ -228,7 +216,7 @@ def run_callbacks(count: int, warmup: int) -> tuple[Sample, list[Sample]]:
         )["SecretString"]
 
         import ingest
-        from infra.local.lambdas import LambdaContext
+        from testkit.lambda_context import LambdaContext
         from videohook import aws, services
 
         services.reset()

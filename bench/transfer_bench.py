@@ -5,11 +5,11 @@ the copy's:
 
 * a moto server (S3 and the rest of the template, made by `infra.template.Stack`, so the
   videos bucket has the template's versioning, default encryption and lifecycle rule);
-* a loopback HTTP source serving a synthetic, structurally valid MP4 of any size, made on
-  the fly and never held: the `ftyp` and `moov` boxes of tests/fixtures/faststart.mp4 and
-  then one 64-bit-size `mdat` box filled from a fixed pseudo-random block
-  (Content-Length, ETag and Range/If-Range honoured). The `moov`'s sample offsets do not
-  point into this `mdat`; the streaming check does not read them;
+* a loopback HTTP source (`testkit.video_source.VideoServer`) serving a synthetic,
+  structurally valid MP4 of any size, made on the fly and never held
+  (`testkit.media.streamed_mp4`: `ftyp` and a `moov` with one video track, then one `mdat`
+  filled from a fixed pseudo-random block; Content-Length, ETag and Range/If-Range
+  honoured). The `moov`'s sample tables are empty; the streaming check does not read them;
 * then every measured case in a fresh child process, whose peak RSS is its own
   (`wait4`'s ru_maxrss, cross-checked with VmHWM and a 10 ms VmRSS sampler):
 
@@ -38,21 +38,20 @@ import random
 import re
 import resource
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: the measured children load none of it
+    from testkit.video_source import Generated
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "tests" / "fixtures" / "faststart.mp4"
 MIB = 1024 * 1024
 # The mdat filler: a pseudo-random block of odd length, so consecutive parts differ.
 BLOCK_BYTES = MIB + 4093
@@ -68,122 +67,31 @@ QUICK_SIZE_MIB = 256
 SMALL_SIZE_MIB = 64
 
 
-# --- the synthetic video -------------------------------------------------------------------
+# --- the synthetic video and its source (a child process) -----------------------------------
 
 
-def _top_level_boxes(data: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """(type, offset, size) of each top-level box of a small, well-formed MP4."""
-    pos = 0
-    while pos < len(data):
-        size, typ = struct.unpack_from(">I4s", data, pos)
-        if size == 1:
-            size = struct.unpack_from(">Q", data, pos + 8)[0]
-        elif size == 0:
-            size = len(data) - pos
-        yield typ, pos, size
-        pos += size
+def synthetic_video(size: int) -> Generated:
+    """`size` bytes of valid MP4 structure: a small movie header, then one big mdat."""
+    from testkit.media import mdat_header, movie_head, streamed_mp4
+
+    block = random.Random(SEED).randbytes(BLOCK_BYTES)
+    media = size - len(movie_head()) - len(mdat_header(size))
+    if media <= 0:
+        raise ValueError(f"a synthetic MP4 needs more than {size - media} bytes")
+    video = streamed_mp4(media, lambda: block, seconds=max(1, size // MIB))
+    assert video.size == size
+    return video
 
 
-class SyntheticMp4:
-    """`size` bytes of valid MP4 structure: ftyp + moov of the fixture, then one big mdat."""
+def serve_source(sizes: list[int]) -> None:
+    """A loopback source serving /video-<bytes>.mp4 for each size; prints its port, then serves."""
+    from testkit.video_source import VideoServer
 
-    def __init__(self, size: int) -> None:
-        fixture = FIXTURE.read_bytes()
-        head = b"".join(
-            fixture[start : start + n]
-            for typ, start, n in _top_level_boxes(fixture)
-            if typ in (b"ftyp", b"moov")
-        )
-        mdat_size = size - len(head)
-        if mdat_size <= 16:
-            raise ValueError(f"a synthetic MP4 needs more than {len(head) + 16} bytes")
-        self.size = size
-        self.prefix = head + struct.pack(">I4sQ", 1, b"mdat", mdat_size)
-        block = random.Random(SEED).randbytes(BLOCK_BYTES)
-        self._ring = memoryview(block + block)  # any BLOCK_BYTES-long window is one slice
-        self.etag = f'"synthetic-{SEED}-{size}"'
-
-    def chunks(self, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
-        """The bytes [start, end) in slices of at most WRITE_BYTES, without copying."""
-        end = self.size if end is None else min(end, self.size)
-        plen = len(self.prefix)
-        pos = start
-        if pos < plen:
-            stop = min(plen, end)
-            yield memoryview(self.prefix)[pos:stop]
-            pos = stop
-        while pos < end:
-            offset = (pos - plen) % BLOCK_BYTES
-            n = min(WRITE_BYTES, end - pos)
-            yield self._ring[offset : offset + n]
-            pos += n
-
-
-# --- the source server (child process) -----------------------------------------------------
-
-_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
-_PATH_RE = re.compile(r"^/video-(\d+)\.mp4$")
-
-
-class _SourceHandler(BaseHTTPRequestHandler):
-    """GET/HEAD /video-<bytes>.mp4: a SyntheticMp4 of that size, Range and If-Range honoured."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_HEAD(self) -> None:
-        self._answer(body=False)
-
-    def do_GET(self) -> None:
-        self._answer(body=True)
-
-    def _answer(self, *, body: bool) -> None:
-        self.close_connection = True
-        match = _PATH_RE.match(self.path.split("?", 1)[0])
-        if not match:
-            self.send_error(404)
-            return
-        video = SyntheticMp4(int(match.group(1)))
-        start, end, status = 0, video.size, 200
-        wanted = _RANGE_RE.match(self.headers.get("Range", "").strip())
-        if_range = self.headers.get("If-Range")
-        if wanted and (if_range is None or if_range == video.etag):
-            start = int(wanted.group(1))
-            if wanted.group(2):
-                end = min(video.size, int(wanted.group(2)) + 1)
-            if start >= video.size or start >= end:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{video.size}")
-                self.send_header("Content-Length", "0")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                return
-            status = 206
-        self.send_response(status)
-        self.send_header("Content-Type", "video/mp4")
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", video.etag)
-        self.send_header("Connection", "close")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{video.size}")
-        self.end_headers()
-        if not body:
-            return
-        try:
-            for chunk in video.chunks(start, end):
-                self.wfile.write(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
-def serve_source() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SourceHandler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
+    with VideoServer(write_bytes=WRITE_BYTES) as server:
+        for size in sizes:
+            server.add(f"/video-{size}.mp4", synthetic_video(size))
+        print(server.base_url.rsplit(":", 1)[1], flush=True)
+        threading.Event().wait()
 
 
 # --- measured children ---------------------------------------------------------------------
@@ -443,8 +351,9 @@ def _stop(proc: subprocess.Popen[Any] | None) -> resource.struct_rusage | None:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, workdir: Path, sizes: list[int]) -> None:
         self.args = args
+        self.sizes = sizes
         self.workdir = workdir
         self.moto: subprocess.Popen[Any] | None = None
         self.source: subprocess.Popen[Any] | None = None
@@ -491,8 +400,9 @@ class Bench:
             cwd=self.workdir,
         )
         source_log = self.workdir / "source.log"
+        sizes = [str(size) for size in self.sizes]
         self.source = subprocess.Popen(
-            [sys.executable, "-m", "bench.transfer_bench", "_source"],
+            [sys.executable, "-m", "bench.transfer_bench", "_source", *sizes],
             stdout=subprocess.PIPE,
             stderr=source_log.open("w"),
             env=env,
@@ -621,7 +531,7 @@ def _write_video(size: int, path: Path | None) -> str:
     digest = hashlib.sha256()
     handle = path.open("wb") if path is not None else None
     try:
-        for chunk in SyntheticMp4(size).chunks():
+        for chunk in synthetic_video(size).chunks(0):
             digest.update(chunk)
             if handle is not None:
                 handle.write(chunk)
@@ -733,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick else 3)
 
     workdir = Path(tempfile.mkdtemp(prefix="videohook-bench-"))
-    bench = Bench(args, workdir)
+    bench = Bench(args, workdir, [small, large])
     ok = False
     try:
         bench.start()
@@ -763,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_source":
-        serve_source()
+        serve_source([int(size) for size in sys.argv[2:]])
     elif len(sys.argv) > 1 and sys.argv[1] in ("_copy", "_baseline"):
         child = argparse.ArgumentParser()
         child.add_argument("mode")

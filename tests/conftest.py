@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,14 +18,15 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import settings
 from moto import mock_aws
 
 from infra.template import Stack, load_template
+from testkit.callbacks import load_event, signed_event
+from testkit.provider import FakeProvider
 from videohook import services
-from videohook.signature import sign
 
 ROOT = Path(__file__).resolve().parent.parent
-EVENTS = ROOT / "events"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HMAC_KEY = "test-hmac-key-current"
 
@@ -37,9 +37,12 @@ for _name, _value in load_template()["Globals"]["Function"]["Environment"]["Vari
         os.environ.setdefault(_name, str(_value))
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text())
+# Hypothesis: `make unit` tries fewer examples per property so the suite stays fast; every
+# property still runs, and failures found are replayed from .hypothesis first.
+# HYPOTHESIS_PROFILE=thorough tries many more (before a release, or after touching ingest).
+settings.register_profile("unit", max_examples=40)
+settings.register_profile("thorough", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "unit"))
 
 
 @dataclass
@@ -110,6 +113,16 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
         parameters.clear_caches()
 
 
+@pytest.fixture(scope="session")
+def provider_server() -> Iterator[FakeProvider]:
+    """One fake provider for the whole run (stopping a server costs its 0.5 s poll interval).
+
+    Take it through a fixture that calls `reset(api_key=...)`, so each test starts clean.
+    """
+    with FakeProvider() as fake:
+        yield fake
+
+
 def signed_callback(
     name: str,
     *,
@@ -119,16 +132,7 @@ def signed_callback(
     timestamp: int | None = None,
 ) -> dict[str, Any]:
     """A callback event from events/ with a fresh signature (and optionally another body)."""
-    event = load_event(name)
-    if body is not None:
-        event["body"] = json.dumps(body)
-    task_id = json.loads(event["body"])["data"]["task_id"]
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    event["headers"]["X-Webhook-Timestamp"] = stamp
-    event["headers"]["X-Webhook-Signature"] = sign(key, task_id, stamp)
-    event["queryStringParameters"] = {"token": token} if token is not None else None
-    event["multiValueQueryStringParameters"] = {"token": [token]} if token is not None else None
-    return event
+    return signed_event(load_event(name), key=key, token=token, body=body, timestamp=timestamp)
 
 
 def answer_json(answer: dict[str, Any]) -> dict[str, Any]:
@@ -136,3 +140,14 @@ def answer_json(answer: dict[str, Any]) -> dict[str, Any]:
     if answer.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
     return json.loads(body)
+
+
+INTEGRATION_DIRS = {"integration", "reliability"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration and tests/reliability starts processes: `integration`."""
+    for item in items:
+        parts = set(Path(str(item.path)).resolve().relative_to(ROOT / "tests").parts)
+        if INTEGRATION_DIRS & parts:
+            item.add_marker(pytest.mark.integration)

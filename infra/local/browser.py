@@ -179,8 +179,10 @@ def video_state(task_id: str) -> str:
 
 def shoot_console(path: Path) -> int:
     """Boot a local stack with a few tasks (stored, failed, submitted) and screenshot its console."""
-    from infra.local.harness import FileOrigin, StackProcess, wait_for_task
+    from infra.local.harness import StackProcess, wait_for_task
     from infra.template import ROOT
+    from testkit.callbacks import callback_body, post_callback
+    from testkit.video_source import VideoServer
 
     chromium = find_chromium()
     if chromium is None:
@@ -194,32 +196,22 @@ def shoot_console(path: Path) -> int:
         "VIDEO_SOURCE_ALLOW_PRIVATE": "true",
     }
     with (
-        FileOrigin(fixtures / "faststart.mp4") as first,
-        FileOrigin(fixtures / "moov_at_end.mp4") as second,
+        VideoServer() as videos,
         StackProcess(env, output=subprocess.DEVNULL) as stack,  # type: ignore[arg-type]
     ):
         stack.wait_healthy()
-        for task_id, origin in (("music-video-0001", first), ("music-video-0002", second)):
-            stack.post_callback(task_id, origin.url, token=token, key=key)
+        for task_id, name in (("music-video-0001", "faststart.mp4"), ("music-video-0002", "moov_at_end.mp4")):
+            stack.post_callback(task_id, videos.serve_file(fixtures / name).url, token=token, key=key)
             wait_for_task(stack.api, task_id, {"STORED"})
-        failed = {
-            "code": 451,
-            "msg": "source audio could not be downloaded",
-            "data": {"task_id": "music-video-0003"},
-        }
-        stamp = str(int(time.time()))
-        from infra.local.harness import provider_signature
-
-        requests.post(
-            f"{stack.api}/callbacks?token=screenshot-token",
-            data=json.dumps(failed),
-            headers={
-                "Content-Type": "application/json",
-                "X-Webhook-Timestamp": stamp,
-                "X-Webhook-Signature": provider_signature(key, "music-video-0003", stamp),
-            },
-            timeout=10,
-        ).raise_for_status()
+        failed = callback_body("music-video-0003", code=451, msg="source audio could not be downloaded")
+        post_callback(f"{stack.api}/callbacks", failed, key=key, token=token).raise_for_status()
+        # A transfer still running when the picture is taken: its source trickles (about 20 s).
+        slow = videos.add(
+            "/music-video-0004.mp4", (fixtures / "faststart.mp4").read_bytes(), trickle=(512, 0.2)
+        )
+        stack.post_callback("music-video-0004", slow, token=token, key=key)
+        wait_for_task(stack.api, "music-video-0004", {"TRANSFERRING"})
+        time.sleep(3)  # some bytes in
         with Chromium(chromium, width=1200, height=560) as browser:
             browser.open(f"{stack.api}/")
             for task_id in ("music-video-0001", "music-video-0002"):

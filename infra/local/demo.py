@@ -25,8 +25,9 @@ import time
 import uuid
 from pathlib import Path
 
-from infra.local.harness import FileOrigin, StackProcess
+from infra.local.harness import StackProcess
 from infra.template import ROOT
+from testkit.video_source import Video, VideoServer
 
 SAMPLE = ROOT / "tests" / "fixtures" / "faststart.mp4"
 TIMEOUT_SECONDS = 60
@@ -50,7 +51,8 @@ def run() -> int:
     output = Path(os.environ.get("DEMO_OUTPUT") or "videohook-demo.mp4").resolve()
     env = {"CALLBACK_TOKEN": token, "WEBHOOK_HMAC_KEYS": hmac_key, "VIDEO_SOURCE_ALLOW_PRIVATE": "true"}
     log_path = Path(os.environ.get("DEMO_LOG") or (Path(tempfile.gettempdir()) / "videohook-demo-stack.log"))
-    with log_path.open("wb") as log, FileOrigin(SAMPLE) as origin, StackProcess(env, output=log) as stack:
+    with log_path.open("wb") as log, VideoServer() as videos, StackProcess(env, output=log) as stack:
+        origin = videos.serve_file(SAMPLE)
         started = time.monotonic()
         try:
             stack.wait_healthy()
@@ -82,7 +84,7 @@ def run() -> int:
     return code if stopped == 0 else 1
 
 
-def demonstrate(stack: StackProcess, origin: FileOrigin, output: Path) -> int:
+def demonstrate(stack: StackProcess, origin: Video, output: Path) -> int:
     """Callback in, video stored, downloaded back, checked against the source."""
     task_id = f"demo-{uuid.uuid4().hex[:12]}"
     if videohook("send-callback", task_id, origin.url, api=stack.api) != 0:

@@ -24,15 +24,15 @@ import json
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import requests
 
-from infra.local.harness import FileOrigin
 from infra.template import ROOT
-from tests.fakes.provider_server import FakeProvider
+from testkit.callbacks import callback_body, signed_headers
+from testkit.provider import FakeProvider
+from testkit.video_source import VideoServer
 
 log = logging.getLogger("infra.local")
 SAMPLE = ROOT / "tests" / "fixtures" / "faststart.mp4"
@@ -62,19 +62,10 @@ class CallingBackProvider(FakeProvider):
     def _call_back(self, task_id: str, url: str) -> None:
         if self._closing.wait(self.delay_seconds):
             return
-        from videohook.signature import sign
-
-        stamp = str(int(time.time()))
         headers = {"Content-Type": "application/json"}
         if self.hmac_key:
-            headers.update(
-                {"X-Webhook-Timestamp": stamp, "X-Webhook-Signature": sign(self.hmac_key, task_id, stamp)}
-            )
-        body = {
-            "code": 200,
-            "msg": "MP4 generated successfully.",
-            "data": {"task_id": task_id, "video_url": self.video_url},
-        }
+            headers.update(signed_headers(self.hmac_key, task_id))
+        body = callback_body(task_id, self.video_url)
         try:
             answer = requests.post(url, data=json.dumps(body), headers=headers, timeout=15)
             log.info("fake provider: callback for %s answered %d", task_id, answer.status_code)
@@ -100,12 +91,16 @@ class FakeProviderService:
                 f"LOCAL_FAKE_PROVIDER_DELAY_SECONDS must be a number, got {raw_delay[:40]!r}"
             ) from None
         keys = [k.strip() for k in user_env.get("WEBHOOK_HMAC_KEYS", "").split(",") if k.strip()]
-        self.origin = FileOrigin(SAMPLE)
-        self.provider = CallingBackProvider(self.origin.url, keys[0] if keys else None, delay)
+        self.videos = VideoServer()
+        self.keys = keys
+        self.delay = delay
+        self.provider: CallingBackProvider | None = None
 
     def start(self) -> dict[str, str]:
         """Start both; the variables that point the stack at them."""
-        self.origin.__enter__()
+        self.videos.__enter__()
+        video = self.videos.serve_file(SAMPLE)
+        self.provider = CallingBackProvider(video.url, self.keys[0] if self.keys else None, self.delay)
         self.provider.start()
         return {
             "PROVIDER_API_BASE": self.provider.base_url,
@@ -114,5 +109,6 @@ class FakeProviderService:
         }
 
     def stop(self) -> None:
-        self.provider.stop()
-        self.origin.__exit__()
+        if self.provider is not None:
+            self.provider.stop()
+        self.videos.__exit__()

@@ -31,8 +31,9 @@ import pytest
 import requests
 from botocore.credentials import Credentials
 
-from infra.local.harness import FileOrigin, StackProcess, free_port
+from infra.local.harness import StackProcess, free_port
 from infra.template import ROOT
+from testkit.video_source import Video, VideoServer
 from tests.unit.test_cli_aws import sigv4_verifies
 
 pytestmark = pytest.mark.integration
@@ -92,9 +93,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def origin() -> Iterator[FileOrigin]:
-    with FileOrigin(FIXTURES / "moov_at_end.mp4") as served:
-        yield served
+def videos() -> Iterator[VideoServer]:
+    with VideoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def origin(videos: VideoServer) -> Video:
+    return videos.serve_file(FIXTURES / "moov_at_end.mp4")
 
 
 def boot(workdir: Path, name: str, **env: str) -> Iterator[StackProcess]:
@@ -129,7 +135,7 @@ def local(stack: StackProcess, workdir: Path) -> Cli:
 
 
 @pytest.fixture(scope="module")
-def stored(local: Cli, origin: FileOrigin) -> str:
+def stored(local: Cli, origin: Video) -> str:
     """A task sent by `videohook send-callback` and watched by `videohook watch` until STORED."""
     task_id = new_id("cli-stored")
     sent = ok(local("send-callback", task_id, origin.url))
@@ -144,7 +150,7 @@ def test_send_callback_then_watch_until_stored(stored: str) -> None:
     assert stored.startswith("cli-stored-")
 
 
-def test_show_prints_the_record(local: Cli, stack: StackProcess, stored: str, origin: FileOrigin) -> None:
+def test_show_prints_the_record(local: Cli, stack: StackProcess, stored: str, origin: Video) -> None:
     record = json.loads(ok(local("show", stored, "--json")))
     assert record["status"] == "STORED" and record["sha256"] == origin.sha256
     assert record["download_url"].startswith(f"{stack.aws_endpoint}/")  # presigned on the embedded S3
@@ -152,7 +158,7 @@ def test_show_prints_the_record(local: Cli, stack: StackProcess, stored: str, or
     assert f"task_id            {stored}" in table and origin.sha256 in table
 
 
-def test_download_saves_the_video_with_the_source_sha256(local: Cli, stored: str, origin: FileOrigin) -> None:
+def test_download_saves_the_video_with_the_source_sha256(local: Cli, stored: str, origin: Video) -> None:
     target = local.cwd / f"{stored}.mp4"
     saved = ok(local("download", stored))
     assert saved.strip() == f"saved {target.name} (271.7 KiB, sha256 {origin.sha256} matches the record)"
@@ -162,7 +168,7 @@ def test_download_saves_the_video_with_the_source_sha256(local: Cli, stored: str
 
 
 def test_download_with_a_sha256_mismatch_exits_non_zero_and_keeps_nothing(
-    local: Cli, stack: StackProcess, origin: FileOrigin
+    local: Cli, stack: StackProcess, origin: Video
 ) -> None:
     # GIVEN a stored task whose record no longer matches its object
     task_id = new_id("cli-mismatch")
@@ -215,14 +221,16 @@ def test_send_callback_for_a_failure_records_the_providers_code(local: Cli) -> N
     assert watched.stdout.strip() == f"{task_id} GENERATION_FAILED: source audio could not be downloaded"
 
 
-def test_redrive_brings_back_dead_letters_and_transfer_failed_tasks(local: Cli, stack: StackProcess) -> None:
-    # GIVEN a task whose source is down: it ends TRANSFER_FAILED after its attempts
-    port = free_port()
+def test_redrive_brings_back_dead_letters_and_transfer_failed_tasks(
+    local: Cli, stack: StackProcess, videos: VideoServer
+) -> None:
+    # GIVEN a task whose source answers 503 on every attempt: it ends TRANSFER_FAILED
     task_id = new_id("cli-redrive")
-    ok(local("send-callback", task_id, f"http://127.0.0.1:{port}/faststart.mp4"))
+    url = videos.add(f"/{task_id}.mp4", status=503)
+    ok(local("send-callback", task_id, url))
     failed = local("watch", task_id, "--timeout", "60", "--interval", "0.2")
     assert failed.returncode == 1 and f"{task_id} TRANSFER_FAILED" in failed.stdout
-    # AND a message in the dead-letter queue (a task that is already stored: harmless when redriven)
+    # AND a message in the dead-letter queue (for the same task: harmless twice, the lease decides)
     document = requests.get(f"{stack.api}/_local/stack", timeout=5).json()
     sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name="us-east-1", **_dummy())
     sqs.send_message(
@@ -230,13 +238,11 @@ def test_redrive_brings_back_dead_letters_and_transfer_failed_tasks(local: Cli, 
         MessageBody=json.dumps({"task_id": task_id}),
     )
     # WHEN the source is back and the owner redrives
-    with FileOrigin(FIXTURES / "faststart.mp4", port=port):
-        redriven = ok(local("redrive"))
-        # THEN the dead letter went back, the failed task was re-queued, and it is stored
-        assert (
-            redriven.strip() == "moved 1 dead-lettered message(s) back; re-queued 1 TRANSFER_FAILED task(s)"
-        )
-        ok(local("watch", task_id, "--timeout", "60", "--interval", "0.2"))
+    videos.add(f"/{task_id}.mp4", (FIXTURES / "faststart.mp4").read_bytes())
+    redriven = ok(local("redrive"))
+    # THEN the dead letter went back, the failed task was re-queued, and it is stored
+    assert redriven.strip() == "moved 1 dead-lettered message(s) back; re-queued 1 TRANSFER_FAILED task(s)"
+    ok(local("watch", task_id, "--timeout", "60", "--interval", "0.2"))
     assert "re-queued 0" in ok(local("redrive"))
 
 
@@ -371,7 +377,7 @@ def deployed(stack: StackProcess, workdir: Path) -> Iterator[tuple[Cli, SigV4Gat
 
 
 def test_deployed_stack_commands_read_outputs_and_secrets_and_sign_with_sigv4(
-    deployed: tuple[Cli, SigV4Gate], origin: FileOrigin, workdir: Path
+    deployed: tuple[Cli, SigV4Gate], origin: Video, workdir: Path
 ) -> None:
     cli, gate = deployed
     target = ("--stack", "vh-deployed", "--region", "us-east-1")

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from infra.local.browser import Chromium, find_chromium, video_state
-from infra.local.harness import FileOrigin, StackProcess, wait_for_task
+from infra.local.harness import StackProcess, wait_for_task
 from infra.template import ROOT
-from tests.fakes.video_server import VideoServer
+from testkit.video_source import VideoServer
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,14 +46,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
 def test_console_lists_tasks_with_progress_and_a_player_that_loads_the_video(
     stack: StackProcess, tmp_path: Path
 ) -> None:
-    # GIVEN a stored video
-    with FileOrigin(FIXTURES / "moov_at_end.mp4") as origin:
-        assert stack.post_callback("console-stored", origin.url, token=TOKEN, key=KEY).status_code == 200
+    with VideoServer() as videos, Chromium(find_chromium() or "chromium") as browser:
+        # GIVEN a stored video
+        stored = videos.serve_file(FIXTURES / "moov_at_end.mp4")
+        assert stack.post_callback("console-stored", stored.url, token=TOKEN, key=KEY).status_code == 200
         wait_for_task(stack.api, "console-stored", {"STORED"})
-    # AND a transfer still running: its source sends 1 KiB every 200 ms (about 11 s in all)
-    data = (FIXTURES / "faststart.mp4").read_bytes()
-    with VideoServer() as slow, Chromium(find_chromium() or "chromium") as browser:
-        url = slow.add("/slow.mp4", data, trickle=(1024, 0.2))
+        # AND a transfer still running: its source sends 1 KiB every 200 ms (about 11 s in all)
+        data = (FIXTURES / "faststart.mp4").read_bytes()
+        url = videos.add("/slow.mp4", data, trickle=(1024, 0.2))
         assert stack.post_callback("console-running", url, token=TOKEN, key=KEY).status_code == 200
         wait_for_task(stack.api, "console-running", {"TRANSFERRING"})
         # WHEN the console is opened

@@ -25,15 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import boto3
 import pytest
 import requests
 
 from infra.local.api import LocalApi, Route
-from infra.local.harness import FileOrigin, StackProcess, s3_object_digest, wait_for_task
+from infra.local.harness import StackProcess, s3_object_digest, wait_for_task
 from infra.local.triggers import failed_ids
 from infra.template import ROOT, load_template
-from tests.fakes.provider_server import RECORD_INFO_PATH, FakeProvider
+from testkit.aws import endpoint_client
+from testkit.provider import RECORD_INFO_PATH, FakeProvider
+from testkit.video_source import Video, VideoServer
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +65,7 @@ class Running(StackProcess):
                 self.output.close()
 
     def aws(self, service: str):
-        return boto3.client(
-            service,
-            endpoint_url=self.aws_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return endpoint_client(service, self.aws_endpoint)
 
 
 def start_stack(log_path: Path, **env: str) -> Running:
@@ -85,8 +80,9 @@ def start_stack(log_path: Path, **env: str) -> Running:
 
 
 @pytest.fixture(scope="module")
-def origin() -> Iterator[FileOrigin]:
-    with FileOrigin(FIXTURE) as served:
+def origin() -> Iterator[Video]:
+    with VideoServer() as videos:
+        served = videos.serve_file(FIXTURE)
         yield served
 
 
@@ -169,7 +165,7 @@ def test_health_is_ok_and_names_the_template_outputs(stack: Running) -> None:
 
 
 def test_signed_callback_ends_stored_and_byte_identical_in_s3(
-    stack: Running, origin: FileOrigin, provider: FakeProvider
+    stack: Running, origin: Video, provider: FakeProvider
 ) -> None:
     # GIVEN a video on a loopback origin, which the provider confirms, and a signed callback
     task_id = f"it-{uuid.uuid4().hex[:10]}"
@@ -197,7 +193,7 @@ def test_signed_callback_ends_stored_and_byte_identical_in_s3(
 
 
 def test_old_key_still_signs_and_bad_credentials_are_refused(
-    stack: Running, origin: FileOrigin, provider: FakeProvider
+    stack: Running, origin: Video, provider: FakeProvider
 ) -> None:
     task_id = f"it-{uuid.uuid4().hex[:10]}"
     provider.script(task_id, [provider.success(origin.url)])
@@ -208,7 +204,7 @@ def test_old_key_still_signs_and_bad_credentials_are_refused(
 
 
 def test_submitted_task_comes_back_through_its_own_local_callback_url(
-    stack: Running, origin: FileOrigin, provider: FakeProvider
+    stack: Running, origin: Video, provider: FakeProvider
 ) -> None:
     # GIVEN a task the provider will report as done
     task_id = f"it-sub-{uuid.uuid4().hex[:8]}"
@@ -230,7 +226,7 @@ def test_submitted_task_comes_back_through_its_own_local_callback_url(
 
 
 def test_reconcile_finds_a_task_whose_callback_never_came(
-    stack: Running, origin: FileOrigin, provider: FakeProvider
+    stack: Running, origin: Video, provider: FakeProvider
 ) -> None:
     # GIVEN a submitted task whose callback the provider never sends
     task_id = f"it-rec-{uuid.uuid4().hex[:8]}"
@@ -296,7 +292,7 @@ def test_reconcile_runs_on_its_schedule(stack: Running) -> None:
 
 
 def test_every_log_line_is_tagged_with_its_function(
-    stack: Running, origin: FileOrigin, provider: FakeProvider
+    stack: Running, origin: Video, provider: FakeProvider
 ) -> None:
     task_id = f"it-{uuid.uuid4().hex[:10]}"
     provider.script(task_id, [provider.success(origin.url)])

@@ -14,7 +14,6 @@ version per key, and every task record in a final state.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -27,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import requests
 
 from infra.local.harness import StackProcess
+from testkit.aws import endpoint_client, object_digest
+from testkit.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
 from videohook.mp4 import Mp4Checker
-from videohook.signature import sign
 
 HMAC_KEYS = ("reliability-key-old", "reliability-key-current")  # a rotation: either may sign
 TOKEN = "reliability-callback-token"
@@ -130,13 +129,7 @@ class LocalStack(StackProcess):
         """A boto3 client on the embedded endpoint (one per thread and service)."""
         clients = self._local.__dict__.setdefault("clients", {})
         if service not in clients:
-            clients[service] = boto3.session.Session().client(
-                service,
-                endpoint_url=self.aws_endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",  # moto's dummy key
-            )
+            clients[service] = endpoint_client(service, self.aws_endpoint)
         return clients[service]
 
     @property
@@ -208,9 +201,9 @@ class LocalStack(StackProcess):
         stamp = stamp if stamp is not None else str(int(time.time()))
         sent = {"Content-Type": content_type} if content_type else {}
         if signed and signature is None and task_id is not None:
-            signature = sign(random.choice(HMAC_KEYS) if key is None else key, task_id, stamp)
-        if signed and signature is not None:
-            sent.update({"X-Webhook-Timestamp": stamp, "X-Webhook-Signature": signature})
+            sent.update(signed_headers(random.choice(HMAC_KEYS) if key is None else key, task_id, stamp))
+        elif signed and signature is not None:
+            sent.update({TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature})
         sent.update(headers or {})
         params = {"token": token} if token is not None else None
         return self.http.post(f"{self.api}/callbacks", params=params, data=data, headers=sent, timeout=30)
@@ -252,23 +245,24 @@ class LocalStack(StackProcess):
 
     def stored_digest(self, key: str, version_id: str) -> tuple[str, int, str | None]:
         """sha256, size and the MP4 check's verdict (None: valid) of one object version."""
-        body = self.aws("s3").get_object(Bucket=self.bucket, Key=key, VersionId=version_id)["Body"]
-        checker, digest, size = Mp4Checker(), hashlib.sha256(), 0
+        checker = Mp4Checker()
         verdict: str | None = None
-        for chunk in iter(lambda: body.read(1024 * 1024), b""):
-            digest.update(chunk)
-            size += len(chunk)
+
+        def check(chunk: bytes) -> None:
+            nonlocal verdict
             if verdict is None:
                 try:
                     checker.feed(chunk)
                 except Exception as error:
                     verdict = str(error)
+
+        size, digest = object_digest(self.aws("s3"), self.bucket, key, version_id, each=check)
         if verdict is None:
             try:
                 checker.finish()
             except Exception as error:
                 verdict = str(error)
-        return digest.hexdigest(), size, verdict
+        return digest, size, verdict
 
 
 def audit(stack: LocalStack, result: Result) -> dict[str, tuple[str, int]]:

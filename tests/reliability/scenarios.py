@@ -4,7 +4,7 @@ Each scenario takes the shared `Stacks` and a `Sizes` and returns a `Result`: wh
 tried, how many passed, how many were lost, and every problem in words. Every scenario ends
 with `audit` on the stacks it used (no open multipart upload, every stored object a valid
 MP4 with one version per key, every record final). `make reliability` runs them at FULL
-size (infra/reliability.py); tests/reliability/test_reliability.py at CI size.
+size (`python -m tests.reliability`); tests/reliability/test_reliability.py at CI size.
 
 1. callback storm: duplicated, interleaved signed callbacks from concurrent senders;
 2. flaky sources: drops at random offsets, Range ignored, trickles, redirects;
@@ -30,7 +30,9 @@ from typing import Any
 
 import requests
 
-from tests.fakes.video_server import VideoServer
+from testkit.callbacks import callback_body
+from testkit.media import make_video
+from testkit.video_source import Video, VideoServer
 from tests.reliability.harness import (
     HMAC_KEYS,
     PART_BYTES,
@@ -42,7 +44,6 @@ from tests.reliability.harness import (
     audit,
     unique,
 )
-from tests.reliability.media import Video, make_video
 from videohook.signature import sign
 
 KIB, MIB = 1024, 1024 * 1024
@@ -68,7 +69,7 @@ CI = Sizes("ci", 200, 10, 20, (40 * KIB, 200 * KIB), 10, (200 * KIB, int(1.5 * M
 
 
 def success(task_id: str, url: str) -> dict[str, Any]:
-    return {"code": 200, "msg": "All generated successfully.", "data": {"task_id": task_id, "video_url": url}}
+    return callback_body(task_id, url)
 
 
 class Scenario:

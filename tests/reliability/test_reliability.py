@@ -1,6 +1,6 @@
 """The reliability scenarios at CI size, as part of `make test`.
 
-The same scenarios `make reliability` runs at full size (infra/reliability.py), against
+The same scenarios `make reliability` runs at full size (`python -m tests.reliability`), against
 the local stack started as subprocesses and reached only over HTTP and the embedded AWS
 endpoint: a storm of duplicated callbacks, misbehaving sources, a worker killed mid-copy,
 AWS faults mid-copy, hostile input; each ends with the audit (no open multipart upload,
@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from infra.reliability import hostile_table, summary
 from tests.reliability.harness import Result, Stacks
+from tests.reliability.report import hostile_table, summary
 from tests.reliability.scenarios import (
     CI,
     Sizes,

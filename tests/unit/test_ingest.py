@@ -11,11 +11,11 @@ import json
 import time
 
 import pytest
-from botocore.exceptions import ClientError
 
 import ingest
 import tasks
-from infra.local.lambdas import LambdaContext
+from testkit.aws import client_error
+from testkit.lambda_context import LambdaContext
 from tests.conftest import HMAC_KEY, AwsWorld, answer_json, load_event, signed_callback
 from videohook import services
 from videohook.models import Callback
@@ -369,7 +369,7 @@ def test_unreachable_table_answers_500_and_the_retry_succeeds(world: AwsWorld, m
     class Down:
         def __getattr__(self, name):
             def fail(**_):
-                raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, name)
+                raise client_error(name, "InternalServerError")
 
             return fail
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.provisional import domains, urls
 
 import ingest
-from infra.local.lambdas import LambdaContext
+from testkit.lambda_context import LambdaContext
 from tests.conftest import HMAC_KEY, AwsWorld, load_event
 from videohook.signature import sign
 
@@ -36,8 +36,7 @@ CLIENT_STATUSES = {200, 400, 401, 413, 415}
 # Digits str.isdigit() accepts and int() reads: a Unix time in other scripts (never valid).
 ARABIC_INDIC_STAMP = "\u0661\u0667" + "\u0660" * 8
 FULLWIDTH_STAMP = "\uff11\uff17" + "\uff10" * 8
-PROPERTY = settings(
-    max_examples=100,
+PROPERTY = settings(  # examples per property: the profile's (tests/conftest.py)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

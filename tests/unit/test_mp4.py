@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from testkit.media import box, ftyp, mdat, moov, mvhd, trak
+from testkit.media import full_box as full
 from videohook.errors import InvalidMp4
 from videohook.mp4 import LEAF_PREFIX_CAP, Mp4Checker, Mp4Info, check_file
 
@@ -42,50 +44,6 @@ def verdict(data: bytes, chunk_size: int | None = None) -> Mp4Info | str:
         return run([data] if chunk_size is None else split(data, chunk_size))
     except InvalidMp4 as exc:
         return f"invalid: {exc.message}"
-
-
-def box(typ: bytes, payload: bytes = b"", *, size: int | None = None, large: bool = False) -> bytes:
-    """One box; `size` overrides the size field, `large` writes a 64-bit size (size field 1)."""
-    if large:
-        return struct.pack(">I4sQ", 1, typ, 16 + len(payload)) + payload
-    return struct.pack(">I4s", 8 + len(payload) if size is None else size, typ) + payload
-
-
-def full(typ: bytes, version: int, flags: int, body: bytes) -> bytes:
-    return box(typ, bytes([version]) + flags.to_bytes(3, "big") + body)
-
-
-def ftyp() -> bytes:
-    return box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41")
-
-
-def mvhd(timescale: int, duration: int, version: int = 0) -> bytes:
-    if version == 1:
-        return full(b"mvhd", 1, 0, struct.pack(">QQIQ", 0, 0, timescale, duration) + bytes(80))
-    return full(b"mvhd", 0, 0, struct.pack(">IIII", 0, 0, timescale, duration) + bytes(80))
-
-
-def tkhd(track_id: int, width: int, height: int) -> bytes:
-    body = struct.pack(">IIIII", 0, 0, track_id, 0, 0) + bytes(16) + bytes(36)
-    return full(b"tkhd", 0, 3, body + struct.pack(">II", width << 16, height << 16))
-
-
-def trak(track_id: int, handler: bytes, timescale: int, *, width: int = 0, height: int = 0) -> bytes:
-    mdhd = full(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, timescale, 0, 0, 0))
-    hdlr = full(b"hdlr", 0, 0, struct.pack(">I4s", 0, handler) + bytes(12) + b"Handler\0")
-    stbl = box(b"stbl", box(b"stsd", bytes(8)) + box(b"stts", bytes(8)))
-    minf = box(b"minf", box(b"dinf", box(b"dref", bytes(8))) + stbl)
-    return box(b"trak", tkhd(track_id, width, height) + box(b"mdia", mdhd + hdlr + minf))
-
-
-def moov(duration: int = 2000, *, extra: bytes = b"") -> bytes:
-    """A movie of 2 s (timescale 1000) with a 640x360 video track and an audio track."""
-    tracks = trak(1, b"soun", 44100) + trak(2, b"vide", 12800, width=640, height=360)
-    return box(b"moov", mvhd(1000, duration) + tracks + extra)
-
-
-def mdat(n: int = 100) -> bytes:
-    return box(b"mdat", bytes(range(256)) * (n // 256) + bytes(n % 256))
 
 
 def simple() -> bytes:

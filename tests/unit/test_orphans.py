@@ -19,9 +19,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 import transfer
-from infra.local.lambdas import LambdaContext
+from testkit.aws import client_error
+from testkit.lambda_context import LambdaContext
+from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, load_event
-from tests.fakes.video_server import VideoServer
 from videohook import services
 from videohook.models import Callback
 from videohook.upload import abort_orphaned_uploads
@@ -76,7 +77,7 @@ class _Flaky:
 
     def list_multipart_uploads(self, **kwargs: Any) -> dict[str, Any]:
         if self.fail:
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "ListMultipartUploads")
+            raise client_error("ListMultipartUploads", "AccessDenied")
         answer = self.real.list_multipart_uploads(**kwargs)
         found = answer.get("Uploads", [])
         if kwargs.get("UploadIdMarker"):

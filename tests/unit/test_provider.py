@@ -17,7 +17,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fakes.provider_server import COMPLETE_TIME, CREATE_TIME, FakeProvider
+from testkit.provider import COMPLETE_TIME, CREATE_TIME, FakeProvider
 from videohook.errors import ConfigError, ProviderError
 from videohook.provider import RETRYABLE_CODES, ProviderClient, RecordInfo, SuccessFlag, parse_time
 from videohook.provider import logger as provider_logger
@@ -27,17 +27,9 @@ VIDEO = "https://cdn.example.com/videos/video_847715e66259.mp4"
 CALLBACK = "https://abc.execute-api.eu-west-1.amazonaws.com/Prod/callbacks?token=tok"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeProvider]:
-    with FakeProvider(api_key=KEY) as fp:
-        yield fp
-
-
 @pytest.fixture
-def fake(server: FakeProvider) -> FakeProvider:
-    """The shared server, with scripts and recorded requests reset (one server keeps the suite fast)."""
-    server.reset()
-    return server
+def fake(provider_server: FakeProvider) -> FakeProvider:
+    return provider_server.reset(api_key=KEY)
 
 
 @pytest.fixture

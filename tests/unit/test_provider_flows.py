@@ -23,11 +23,10 @@ import ingest
 import reconcile
 import tasks
 import transfer
-from infra.local.lambdas import LambdaContext
+from testkit.lambda_context import LambdaContext
+from testkit.provider import GENERATE_PATH, RECORD_INFO_PATH, FakeProvider
+from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, answer_json, load_event, signed_callback
-from tests.fakes import provider_server
-from tests.fakes.provider_server import GENERATE_PATH, RECORD_INFO_PATH, FakeProvider
-from tests.fakes.video_server import VideoServer
 from videohook import services
 from videohook.models import Callback
 from videohook.reconciler import BACKOFF_SECONDS, POLL_INTERVAL_SECONDS, REFUSED_RETRY_SECONDS
@@ -43,21 +42,9 @@ INTERNAL = {"revision", "lease_owner", "lease_expires", "transfer_queued", "poll
 # --- set-up ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    """One fake provider for the module (stopping a server costs its 0.5 s poll interval)."""
-    with pytest.MonkeyPatch.context() as patch:
-        # socketserver's listen backlog is 5: under reconcile's 16 parallel polls (and a busy GIL)
-        # the kernel drops SYNs and the client sees 3 s ConnectTimeouts no real provider causes.
-        patch.setattr(provider_server._Server, "request_queue_size", 128)
-        with FakeProvider(api_key=KEY) as fake:
-            yield fake
-
-
 @pytest.fixture
-def fp(provider: FakeProvider) -> FakeProvider:
-    provider.reset()
-    return provider
+def fp(provider_server: FakeProvider) -> FakeProvider:
+    return provider_server.reset(api_key=KEY)
 
 
 @pytest.fixture

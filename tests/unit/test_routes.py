@@ -12,7 +12,7 @@ import pytest
 
 import ingest
 import tasks
-from infra.local.lambdas import LambdaContext
+from testkit.lambda_context import LambdaContext
 from tests.conftest import AwsWorld, answer_json, load_event
 
 HANDLERS = {"IngestFunction": ingest.lambda_handler, "TasksFunction": tasks.lambda_handler}

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from infra.local.lambdas import LambdaContext
 from infra.template import Stack, load_template
+from testkit.lambda_context import LambdaContext
 from tests.conftest import AwsWorld, answer_json, load_event
 
 SAMPLE_EVENTS = {

@@ -13,14 +13,10 @@ import zlib
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from testkit.aws import client_error
 from videohook.errors import AwsFault
 from videohook.upload import ABORT_TRIES, MultipartUpload, crc32_checksum
-
-
-def client_error(operation: str, code: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "scripted"}}, operation)
 
 
 class FakeS3:

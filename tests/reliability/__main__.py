@@ -1,11 +1,11 @@
 """`make reliability`: the reliability scenarios at full size against the local stack.
 
-    PYTHONPATH=handler:. python -m infra.reliability [--size full|ci] [--only 1,3] [--logs DIR]
+    PYTHONPATH=handler:. python -m tests.reliability [--size full|ci] [--only 1,3] [--logs DIR]
 
 Starts the local stacks the scenarios need (`python -m infra.local.serve` subprocesses on
-free ports; see tests/reliability/harness.py), runs every scenario of
-tests/reliability/scenarios.py, and prints a summary row per scenario (tried, passed, lost,
-seconds) with the checks every scenario ends with, then the hostile-input table. Exit 0
+free ports; see harness.py beside this file), runs every scenario of scenarios.py, and
+prints a summary row per scenario (tried, passed, lost, seconds) with the checks every
+scenario ends with, then the hostile-input table. Exit 0
 when every scenario passed, 1 otherwise (each problem is printed in words). The stacks'
 logs are kept in --logs (default: a new temporary directory, named when the run starts).
 """
@@ -19,58 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.reliability.harness import Result, Stacks
+from tests.reliability.report import checks, hostile_table, summary
 from tests.reliability.scenarios import CI, FULL, SCENARIOS
 
 SIZES = {"full": FULL, "ci": CI}
-
-
-NUMERIC = {"tried", "passed", "lost", "seconds", "as expected"}
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    """A plain-text table; the count columns are right-aligned."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    right = [name in NUMERIC for name in header]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
-        ).rstrip()
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
-
-
-def summary(results: list[Result]) -> str:
-    rows = [
-        [
-            r.name,
-            r.unit,
-            str(r.tried),
-            str(r.passed),
-            str(r.lost),
-            f"{r.seconds:.1f}",
-            "ok" if r.ok else "FAILED",
-        ]
-        for r in results
-    ]
-    return table(rows, ["scenario", "unit", "tried", "passed", "lost", "seconds", "result"])
-
-
-def checks(result: Result) -> str:
-    lines = []
-    for name, value in result.checks.items():
-        if name == "categories":
-            continue
-        lines.append(f"    {name}: {value}")
-    return "\n".join(lines)
-
-
-def hostile_table(results: list[Result]) -> str:
-    rows: list[list[str]] = []
-    for result in results:
-        for name, expected, tried, passed, example in result.checks.get("categories", []):
-            rows.append([name, expected, str(tried), str(passed), example[:50]])
-    return table(rows, ["hostile input", "expected", "tried", "as expected", "e.g."]) if rows else ""
 
 
 def run(size: str, only: set[int] | None, log_dir: Path | None) -> int:

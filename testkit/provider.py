@@ -158,13 +158,19 @@ class FakeProvider:
             else:
                 self._generate_script = _Script(list(answers) if isinstance(answers, list) else [answers])
 
-    def reset(self) -> None:
-        """Forget scripts, recorded requests and callback URLs (to share one server between tests)."""
+    def reset(self, api_key: str | None = None) -> FakeProvider:
+        """Forget scripts, recorded requests and callback URLs (to share one server between tests).
+
+        `api_key` changes the key it expects from now on. Returns the fake, ready for a test.
+        """
         with self._lock:
+            if api_key is not None:
+                self.api_key = api_key
             self.requests.clear()
             self.callback_urls.clear()
             self._scripts.clear()
             self._generate_script = None
+        return self
 
     def requests_to(self, path: str, task_id: str | None = None) -> list[ReceivedRequest]:
         """The requests received on `path` (optionally only those about `task_id`)."""
@@ -298,7 +304,9 @@ def _envelope(http_status: int, code: int, msg: str, data: Any) -> tuple[int, by
 
 
 class _Server(ThreadingHTTPServer):
-    request_queue_size = 128  # reconcile polls in parallel; the default backlog of 5 drops connections
+    # socketserver's backlog is 5: under reconcile's 16 parallel polls (and a busy GIL) the kernel
+    # drops SYNs and the client sees 3 s ConnectTimeouts no real provider causes.
+    request_queue_size = 128
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:

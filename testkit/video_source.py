@@ -3,8 +3,8 @@
 Why a real server: the copier's resume logic depends on what a socket really does when a
 peer closes mid-body (urllib3's IncompleteRead, requests' ChunkedEncodingError), on real
 Range/If-Range/Content-Length framing and on real timing; a mocked `requests` would only
-test the mock. Other suites (the local stack, reliability) reuse it from another process's
-point of view: it is a plain HTTP server.
+test the mock. The local stack's demo and tests, the reliability scenarios and the transfer
+bench (in a process of its own) use it too: to its client it is a plain HTTP server.
 
     with VideoServer() as server:
         url = server.add("/v.mp4", data)                      # 200 / 206 with ETag, like S3 or a CDN
@@ -19,6 +19,7 @@ point of view: it is a plain HTTP server.
         url = server.add("/v.mp4", data, trickle=(65536, 0.05))  # 64 KiB every 50 ms
         url = server.add("/v.mp4", Generated(size, chunks))   # content made on the fly, never held whole
         url = server.redirect_chain("/v.mp4", hops=3)         # /v.mp4.hop1 -> ... -> /v.mp4
+        served = server.serve_file(path)                      # a file at /<its name>: .url .data .sha256
         server.requests_for("/v.mp4")                         # what arrived: ranges, If-Range, count
 
 Every response carries `Connection: close`: each request stands alone, so a lying
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,6 +66,23 @@ def repeat_block(block: bytes, size: int, *, start: int = 0) -> Iterator[bytes]:
         piece = block[at : at + min(len(block) - at, size - offset)]
         yield piece
         offset += len(piece)
+
+
+@dataclass(frozen=True)
+class Video:
+    """A source video: its bytes, what the stored copy must match, and where it is served."""
+
+    name: str
+    data: bytes
+    url: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,9 +122,9 @@ class Route:
     def size(self) -> int:
         return self.body.size if isinstance(self.body, Generated) else len(self.body)
 
-    def read(self, start: int, end: int) -> Iterator[bytes]:
-        """The bytes [start, end) in pieces of at most WRITE_BYTES (or the trickle's size)."""
-        step = self.trickle[0] if self.trickle else WRITE_BYTES
+    def read(self, start: int, end: int, write_bytes: int = WRITE_BYTES) -> Iterator[bytes]:
+        """The bytes [start, end) in pieces of at most `write_bytes` (or the trickle's size)."""
+        step = self.trickle[0] if self.trickle else write_bytes
         if isinstance(self.body, bytes):
             for at in range(start, end, step):
                 yield self.body[at : min(at + step, end)]
@@ -131,9 +150,13 @@ class Route:
 
 
 class VideoServer:
-    """A ThreadingHTTPServer on 127.0.0.1 (port 0) in a daemon thread; use as a context manager."""
+    """A ThreadingHTTPServer on 127.0.0.1 (port 0) in a daemon thread; use as a context manager.
 
-    def __init__(self) -> None:
+    `write_bytes` is the most one socket write sends (a throughput bench wants large writes).
+    """
+
+    def __init__(self, write_bytes: int = WRITE_BYTES) -> None:
+        self.write_bytes = write_bytes
         self.routes: dict[str, Route] = {}
         self.requests: list[SeenRequest] = []
         self._lock = threading.Lock()
@@ -163,6 +186,11 @@ class VideoServer:
         with self._lock:
             self.routes[path] = route
         return self.url(path)
+
+    def serve_file(self, path: Path, **behaviour: Any) -> Video:
+        """Serve a file's bytes at `/<file name>`, as a provider's CDN would."""
+        data = path.read_bytes()
+        return Video(path.name, data, self.add(f"/{path.name}", data, **behaviour))
 
     def redirect(self, path: str, to: str, status: int = 302) -> str:
         """`path` answers `status` with Location `to` (a path on this server or a full URL)."""
@@ -279,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent = start
         chunked = route.framing == "chunked"
         try:
-            for piece in route.read(start, end):
+            for piece in route.read(start, end, self.server.video_server.write_bytes):
                 if drop is not None and sent + len(piece) >= drop:
                     piece = piece[: max(drop - sent, 0)]
                     self._send_piece(piece, chunked)
