@@ -491,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as error:
         fail(error.message)
         return error.exit_code
+    except click.exceptions.NoArgsIsHelpError as error:  # `videohook` alone: its help
+        click.echo(error.ctx.get_help() if error.ctx else "")
+        return 0
     except click.UsageError as error:
         where = (
             f"videohook {error.ctx.command_path.split(' ', 1)[1]}"

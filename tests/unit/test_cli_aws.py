@@ -191,3 +191,19 @@ def test_redrive_moves_dead_letters_and_requeues_failed_tasks(
     code, out, _ = run(capsys, "redrive", "--stack", "vh", "--region", "us-east-1")
     assert code == 0 and "moved 0" in out and "re-queued 0" in out
     assert aws.queued_messages() == []
+
+
+def test_no_command_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys)
+    assert code == 0 and out.startswith("Usage: videohook [OPTIONS] COMMAND") and err == ""
+    for command in (
+        "tasks",
+        "show",
+        "watch",
+        "download",
+        "send-callback",
+        "submit",
+        "callback-url",
+        "redrive",
+    ):
+        assert f"\n  {command} " in out
