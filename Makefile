@@ -26,8 +26,9 @@ types: $(BIN)/.installed
 	$(BIN)/mypy
 
 # In-process only (moto, servers on 127.0.0.1 in threads): no subprocess, under 60 s.
+# Spread over the machine's cores (pytest-xdist): most of the time is moto building a stack per test.
 unit: $(BIN)/.installed
-	$(PYTEST) -m "not integration" $(NO_TESTS_OK)
+	$(PYTEST) -m "not integration" -n auto $(NO_TESTS_OK)
 
 # The local stack as subprocesses: tests/integration and tests/reliability at CI size.
 integration: $(BIN)/.installed

@@ -83,14 +83,17 @@ class HttpApi:
     # --- the request --------------------------------------------------------------------
 
     def body_bytes(self) -> bytes:
+        """The raw body. A text body may hold lone surrogates (a JSON-escaped or hostile event):
+        they are kept as the bytes they stand for, so parsing refuses them with a 400 rather
+        than the encoder raising here."""
         event = self.app.current_event
         raw = event.body or ""
         if event.is_base64_encoded:
             try:
                 return base64.b64decode(raw, validate=True)
             except ValueError:
-                return raw.encode()
-        return raw.encode()
+                pass
+        return raw.encode("utf-8", "surrogatepass")
 
     def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return self.app.resolve(event, context)

@@ -22,7 +22,7 @@ from videohook.errors import VideohookError
 from videohook.services import services
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore"])  # AWS SDK calls only: video URLs are signed
 metrics = Metrics()
 
 

@@ -13,7 +13,7 @@ from videohook.reconciler import Reconciler
 from videohook.services import provider_client, services
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore"])  # AWS SDK calls only: video URLs are signed
 metrics = Metrics()
 # Leave the function's last seconds for writing what was learnt (timeout 55 s in the template).
 SAFETY_MARGIN_MS = 10_000

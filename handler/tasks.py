@@ -21,7 +21,7 @@ from videohook.services import provider_client, services
 from videohook.submit import callback_url, parse_submit, submit
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore"])  # AWS SDK calls only: video URLs are signed
 metrics = Metrics()
 api = HttpApi(logger)
 app = api.app

@@ -22,7 +22,7 @@ from videohook.services import transfer_service
 from videohook.transfer_service import Delivery
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore"])  # AWS SDK calls only: video URLs are signed
 metrics = Metrics()
 # A batch whose every record failed is still answered with batchItemFailures, not an exception.
 # Seconds kept back from the Lambda timeout to abort the upload and release the task.

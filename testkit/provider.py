@@ -14,6 +14,7 @@ can reach too.
 Answers (built with the helpers, consumed in order per task, the last one repeating):
   * a dict: the `data` of a code-200 answer (`taskId` filled in when absent);
   * `fp.error(http_status, code, msg)`: an error envelope (`code` may differ from the status);
+    in an answer to `generate`, `{callBackUrl}` in `msg` echoes the callBackUrl sent;
   * `fp.raw(http_status, body)`: any bytes, for non-JSON and wrong-shape answers;
   * `fp.delay(seconds, then)`: sleep, then give `then` (default: PENDING), for timeouts.
 
@@ -37,6 +38,8 @@ from requests.structures import CaseInsensitiveDict
 
 GENERATE_PATH = "/api/v1/mp4/generate"
 RECORD_INFO_PATH = "/api/v1/mp4/record-info"
+#: In the `msg` of an error answer to `generate`, replaced by the `callBackUrl` that was sent.
+ECHO_CALLBACK_URL = "{callBackUrl}"
 
 #: The times every helper answer carries unless told otherwise (PROVIDER.md's example values).
 CREATE_TIME = datetime(2024, 12, 31, 16, 10, 0, tzinfo=UTC)
@@ -279,6 +282,13 @@ class FakeProvider:
                 answer = self._generate_script.next() if self._generate_script else {}
                 if isinstance(answer, dict):
                     self.callback_urls[task_id] = body["callBackUrl"]
+            if isinstance(answer, ErrorAnswer) and ECHO_CALLBACK_URL in answer.msg:
+                # Some providers quote the request back in their error text, token and all.
+                answer = ErrorAnswer(
+                    answer.http_status,
+                    answer.code,
+                    answer.msg.replace(ECHO_CALLBACK_URL, body["callBackUrl"]),
+                )
             return self._render(answer, {"taskId": task_id})
         return _envelope(404, 404, "Not Found", None)
 

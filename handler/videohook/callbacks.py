@@ -56,7 +56,9 @@ class CallbackReceiver:
             )
         if len(request.body) > MAX_CALLBACK_BYTES:
             raise PayloadTooLarge(f"the body is over {MAX_CALLBACK_BYTES} bytes", code="body_too_large")
-        callback = parse_callback(request.body, settings.source_policy)
+        callback = parse_callback(
+            request.body, settings.source_policy, secrets=(settings.callback_token, *settings.hmac_keys)
+        )
         if settings.hmac_keys:
             verify_signature(
                 request.headers, callback.task_id, settings.hmac_keys, settings.signature_tolerance_seconds

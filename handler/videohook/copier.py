@@ -273,6 +273,8 @@ class VideoCopier:
             duration_seconds=info.duration_seconds,
             width=info.width,
             height=info.height,
+            rotation=info.rotation,
+            warnings=info.warnings,
         )
 
     def _take(self, stream: _Stream, chunk: bytes) -> None:

@@ -254,6 +254,8 @@ def plan_stored(video: StoredVideo, now: float) -> Change:
         "duration_seconds": round(video.duration_seconds, 3) if video.duration_seconds is not None else None,
         "width": video.width,
         "height": video.height,
+        "rotation": video.rotation,
+        "warnings": list(video.warnings) or None,  # absent when the check tolerated nothing
     }
     sets.update({k: v for k, v in optional.items() if v is not None})
     return Change(sets=sets, adds={"revision": 1}, removes=set(LEASE_FIELDS | POLL_FIELDS | {"error"}))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from videohook.errors import BadRequest
 from videohook.policy import SourcePolicy, check_url
+from videohook.redact import scrub
 
 TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_CALLBACK_BYTES = 64 * 1024
@@ -74,8 +76,12 @@ def parse_json_object(body: bytes | str) -> dict[str, Any]:
     return document
 
 
-def parse_callback(body: bytes | str, policy: SourcePolicy) -> Callback:
-    """Validate a callback body (docs/api.md, `POST /callbacks`); unknown extra fields are ignored."""
+def parse_callback(body: bytes | str, policy: SourcePolicy, secrets: Iterable[str | None] = ()) -> Callback:
+    """Validate a callback body (docs/api.md, `POST /callbacks`); unknown extra fields are ignored.
+
+    `msg` is kept with `secrets` and every `token=` value masked (it is stored, shown and
+    published, and a provider may quote our callback URL in it).
+    """
     document = parse_json_object(body)
     code = document.get("code")
     if not isinstance(code, int) or isinstance(code, bool) or code not in CODE_RANGE:
@@ -100,7 +106,7 @@ def parse_callback(body: bytes | str, policy: SourcePolicy) -> Callback:
         raise BadRequest("data.video_url must be a string", code="invalid_video_url")
     else:
         video_url = None  # a failure callback's URL is never fetched, so it is not kept
-    return Callback(code=code, msg=msg[:MAX_MSG_CHARS], task_id=task_id, video_url=video_url)
+    return Callback(code=code, msg=scrub(msg, secrets)[:MAX_MSG_CHARS], task_id=task_id, video_url=video_url)
 
 
 @dataclass(frozen=True)
@@ -130,3 +136,5 @@ class StoredVideo:
     duration_seconds: float | None
     width: int | None
     height: int | None
+    rotation: int | None = None  # clockwise degrees a player turns the video: 0, 90, 180, 270
+    warnings: tuple[str, ...] = ()  # what the MP4 check tolerated, in words

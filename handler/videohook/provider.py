@@ -12,8 +12,10 @@ and reconcile polls tasks whose callback is late). They all need the same three 
 * tolerant parsing. The same API is served under several brands: times come as epoch
   milliseconds or as `"YYYY-MM-DD HH:MM:SS"`, the track id as `audioId` or `musicId`, and any
   field may be missing or null. `RecordInfo` hides those differences;
-* a key that never leaks. The bearer key is sent in a header only; it is never logged, never
-  in `repr(client)`, and scrubbed from exception messages even if the provider echoes it back.
+* secrets that never leak. The bearer key is sent in a header only; it is never logged, never
+  in `repr(client)`. The provider's own text (error messages, `errorMessage`) is scrubbed
+  before it goes anywhere: the key, the callback token, the callBackUrl just sent and any
+  `token=` value are masked even if the provider echoes them back (`videohook.redact`).
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from aws_lambda_powertools import Logger
 from requests.adapters import HTTPAdapter
 
 from videohook.errors import ConfigError, ProviderError
+from videohook.redact import scrub
 
 __all__ = ["RETRYABLE_CODES", "ProviderClient", "RecordInfo", "SuccessFlag", "is_retryable_code"]
 
@@ -47,10 +52,6 @@ MESSAGE_LIMIT = 300
 
 #: The API answers a few hundred bytes; a bigger body is not the API (a proxy page, a wrong base).
 MAX_ANSWER_BYTES = 1024 * 1024
-
-#: Keys shorter than this are not scrubbed from messages: replacing a one-letter test key would
-#: mangle every word, and real provider keys are 32 characters.
-_MIN_REDACTED_KEY = 8
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
@@ -116,8 +117,14 @@ class RecordInfo:
         return self.success_flag in ready_flags and self.video_url is not None
 
     @classmethod
-    def from_data(cls, data: dict[str, Any], *, task_id: str) -> RecordInfo:
-        """Build from the `data` object of a `record-info` answer; `task_id` is used when it lacks one."""
+    def from_data(
+        cls, data: dict[str, Any], *, task_id: str, clean: Callable[[str], str] | None = None
+    ) -> RecordInfo:
+        """Build from the `data` object of a `record-info` answer; `task_id` is used when it lacks one.
+
+        `clean` makes the provider's `errorMessage` fit to store and show (default: clipped);
+        the client passes one that also scrubs its secrets, before clipping.
+        """
         response = data.get("response")
         video_url = _text(response.get("videoUrl")) if isinstance(response, dict) else None
         error_message = _text(data.get("errorMessage"))
@@ -127,21 +134,21 @@ class RecordInfo:
             video_url=video_url,
             audio_id=_text(data.get("audioId")) or _text(data.get("musicId")),
             error_code=_as_int(data.get("errorCode")),
-            error_message=_clip(error_message) if error_message else None,
+            error_message=(clean or _clip)(error_message) if error_message else None,
             create_time=parse_time(data.get("createTime")),
             complete_time=parse_time(data.get("completeTime")),
         )
 
 
 class _Secret:
-    """Holds the API key so that no `repr`, `vars()` dump or debugger view prints it."""
+    """Holds secrets so that no `repr`, `vars()` dump or debugger view prints them."""
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: Any) -> None:
         self._value = value
 
-    def reveal(self) -> str:
+    def reveal(self) -> Any:
         return self._value
 
     def __repr__(self) -> str:
@@ -175,7 +182,9 @@ class ProviderClient:
         *,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (3.05, 10.0),
+        redact: Iterable[str | None] = (),
     ) -> None:
+        """`redact`: more secrets to mask in the provider's text (the callback token)."""
         base = (base_url or "").strip().rstrip("/")
         if not base.startswith(("https://", "http://")):
             raise ConfigError("PROVIDER_API_BASE must be an http(s) URL")
@@ -184,6 +193,7 @@ class ProviderClient:
         self.base_url = base
         self.timeout = timeout
         self._key = _Secret(api_key.strip())
+        self._redact = _Secret(tuple(s for s in redact if s))
         self._session = session or _pooled_session()
 
     def __repr__(self) -> str:
@@ -213,7 +223,9 @@ class ProviderClient:
         if domain_name is not None:
             body["domainName"] = domain_name
         what = f"generate for task {task_id!r}"
-        data = self._call("POST", "/api/v1/mp4/generate", what=what, json_body=body)
+        # The provider may quote the callBackUrl back: every value of its query is secret.
+        echoed = tuple(value for _, value in parse_qsl(urlsplit(callback_url).query))
+        data = self._call("POST", "/api/v1/mp4/generate", what=what, json_body=body, secrets=echoed)
         accepted = _text(data.get("taskId")) if isinstance(data, dict) else None
         if accepted is None:
             logger.warning(
@@ -234,7 +246,7 @@ class ProviderClient:
         data = self._call("GET", "/api/v1/mp4/record-info", what=what, params={"taskId": task_id})
         if not isinstance(data, dict):
             raise ProviderError(f"provider {what} answered 200 without a data object", retryable=True)
-        info = RecordInfo.from_data(data, task_id=task_id)
+        info = RecordInfo.from_data(data, task_id=task_id, clean=self._safe)
         if info.task_id != task_id:
             raise ProviderError(
                 f"provider {what} answered about another task ({self._safe(info.task_id)!r})", retryable=True
@@ -251,8 +263,12 @@ class ProviderClient:
         what: str,
         params: dict[str, str] | None = None,
         json_body: dict[str, str] | None = None,
+        secrets: Iterable[str] = (),
     ) -> Any:
-        """Send one request and return the answer's `data` (any JSON value), or raise `ProviderError`."""
+        """Send one request and return the answer's `data` (any JSON value), or raise `ProviderError`.
+
+        `secrets`: what this request sent that the provider's text must not carry onward.
+        """
         headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
         started = time.monotonic()
         try:
@@ -301,7 +317,7 @@ class ProviderClient:
                 f"provider {what} answered HTTP {status} with {_describe(body)}", retryable=True
             )
         if code != 200:
-            detail = f": {self._safe(msg)}" if msg else ""
+            detail = f": {self._safe(msg, secrets)}" if msg else ""
             raise ProviderError(
                 f"provider {what} answered code {code}{detail}",
                 provider_code=code,
@@ -347,13 +363,10 @@ class ProviderClient:
             return status, msg, None
         return body_code, msg, body.get("data")
 
-    def _safe(self, text: str) -> str:
-        """Clip and clean provider text for our messages, and scrub the key should it be echoed."""
-        clipped = _clip(text)
-        key = self._key.reveal()
-        if len(key) >= _MIN_REDACTED_KEY:
-            clipped = clipped.replace(key, "***")
-        return clipped
+    def _safe(self, text: str, secrets: Iterable[str] = ()) -> str:
+        """Provider text fit for our messages: secrets scrubbed (before clipping, which could
+        cut one in two and leave a part unrecognised), then clipped to one short line."""
+        return _clip(scrub(text, (self._key.reveal(), *self._redact.reveal(), *secrets)))
 
 
 # --- parsing helpers -------------------------------------------------------------------

@@ -54,15 +54,15 @@ def provider_client() -> ProviderClient | None:
     settings = services().settings
     if not settings.provider_api_key:
         return None
-    return _provider(settings.provider_api_base, settings.provider_api_key)
+    return _provider(settings.provider_api_base, settings.provider_api_key, settings.callback_token)
 
 
 @lru_cache(maxsize=1)
-def _provider(base_url: str, api_key: str) -> ProviderClient:
-
+def _provider(base_url: str, api_key: str, callback_token: str | None) -> ProviderClient:
     from videohook.provider import ProviderClient
 
-    return ProviderClient(base_url, api_key)
+    # The provider may quote our callback URL back in its messages: its token is masked there.
+    return ProviderClient(base_url, api_key, redact=(callback_token,))
 
 
 def transfer_service() -> TransferService:

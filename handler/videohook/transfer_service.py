@@ -22,6 +22,7 @@ from videohook.copier import VideoCopier
 from videohook.errors import (
     AwsFault,
     GenerationFailed,
+    InvalidMp4,
     LeaseLost,
     ProviderError,
     TransferError,
@@ -101,7 +102,15 @@ class TransferService:
         try:
             url = self._confirmed_url(task)
             with self.source_factory(self.policy) as source:
-                video = self.copier.copy(task_id, url, source, self._progress(task_id, owner, deadline))
+                progress = self._progress(task_id, owner, deadline)
+                try:
+                    video = self.copier.copy(task_id, url, source, progress)
+                except InvalidMp4 as error:
+                    # A CDN may answer 200 with an error page: fetch once more before failing the task.
+                    logger.warning(
+                        "not a playable MP4; fetching it once more", extra={"reason": error.message}
+                    )
+                    video = self.copier.copy(task_id, url, source, progress)
         except LeaseLost:
             logger.warning("lease lost mid-copy; another worker owns the task now")
             return TransferOutcome(Delivery.LEASE_LOST)

@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,19 @@ from infra.template import Stack
 log = logging.getLogger("infra.local")
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
 API_ID = "local"
+MAX_LINE_BYTES = 4096  # a chunk-size or trailer line
+MAX_TRAILER_LINES = 64
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class _FramingError(Exception):
+    """The request's body cannot be read as its headers announce: answered, then hung up."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -239,11 +253,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
     server: ApiServer
 
+    def setup(self) -> None:
+        # Every read and write on the connection is bounded: a client that stops sending
+        # (a body shorter than its Content-Length, an idle keep-alive) is not waited on forever.
+        self.timeout = self.server.request_timeout
+        super().setup()
+
     def _serve(self) -> None:
         started = time.monotonic()
-        body = self._read_body()
+        try:
+            body = self._read_body(started + self.server.request_timeout)
+        except _FramingError as error:
+            body = None
+            status, headers, data, tag = (*_gateway_error(error.status, error.message), "gateway")
+        except TimeoutError:
+            body = None
+            status, headers, data, tag = (*_gateway_error(408, "Request Timeout"), "gateway")
         if body is None:
-            status, headers, data, tag = (*_gateway_error(413, "Request Too Long"), "gateway")
+            # The rest of the stream cannot be trusted to start a request: answer and hang up.
             self.close_connection = True
         else:
             client_ip = self.client_address[0]
@@ -275,25 +302,81 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 "api %s %s -> %d %s (%.0f ms)", self.command, self.path.split("?", 1)[0], status, tag, elapsed
             )
 
-    def _read_body(self) -> bytes | None:
-        """The request body, or None when it is over API Gateway's payload limit."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                total += size
-                if total > MAX_PAYLOAD_BYTES:
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+    def _read_body(self, deadline: float) -> bytes:
+        """The request body, framed as RFC 9112 says; `_FramingError` when it cannot be.
+
+        Refused rather than guessed at: both framings at once (request smuggling), a transfer
+        coding other than chunked, a Content-Length that is not one plain number (a negative
+        one would read to EOF), a chunk size that is not plain hex. The whole body must
+        arrive by `deadline`; past it the read raises TimeoutError (answered 408).
+        """
+        lengths = self.headers.get_all("Content-Length") or []
+        codings = [
+            c.strip().lower()
+            for value in self.headers.get_all("Transfer-Encoding") or []
+            for c in value.split(",")
+            if c.strip()
+        ]
+        if codings:
+            if lengths:
+                raise _FramingError(400, "Transfer-Encoding and Content-Length together")
+            if codings[-1] != "chunked":
+                raise _FramingError(400, "Transfer-Encoding must end with chunked")
+            if codings != ["chunked"]:
+                raise _FramingError(501, f"Transfer-Encoding {', '.join(codings[:-1])[:40]} is not supported")
+            return self._read_chunked(deadline)
+        if not lengths:
+            return b""
+        if len(set(lengths)) > 1 or not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+            raise _FramingError(400, "Content-Length must be one whole number")
+        length = int(lengths[0].strip())
         if length > MAX_PAYLOAD_BYTES:
-            return None
-        return self.rfile.read(length) if length else b""
+            raise _FramingError(413, "Request Too Long")
+        return self._read_exactly(length, deadline)
+
+    def _read_chunked(self, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_text = self._read_line(deadline, "chunk size").split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise _FramingError(400, "a chunk size is not a hexadecimal number")
+            size = int(size_text, 16)
+            if size == 0:
+                for _ in range(MAX_TRAILER_LINES):
+                    if self._read_line(deadline, "trailer") in (b"\r\n", b"\n"):
+                        return b"".join(chunks)
+                raise _FramingError(400, "too many trailer lines")
+            total += size
+            if total > MAX_PAYLOAD_BYTES:
+                raise _FramingError(413, "Request Too Long")
+            chunks.append(self._read_exactly(size, deadline))
+            if self._read_line(deadline, "chunk end") not in (b"\r\n", b"\n"):
+                raise _FramingError(400, "a chunk is longer than its size")
+
+    def _read_line(self, deadline: float, what: str) -> bytes:
+        line = self.rfile.readline(MAX_LINE_BYTES + 1)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the request body took too long")
+        if not line:
+            raise _FramingError(400, "the body ended early")
+        if len(line) > MAX_LINE_BYTES or not line.endswith(b"\n"):
+            raise _FramingError(400, f"a {what} line is too long")
+        return line
+
+    def _read_exactly(self, length: int, deadline: float) -> bytes:
+        """`length` bytes, read piecewise so the deadline is checked between reads."""
+        parts: list[bytes] = []
+        remaining = length
+        while remaining:
+            part = self.rfile.read1(min(remaining, 65536))
+            if not part:
+                raise _FramingError(400, "the body ended before its announced length")
+            parts.append(part)
+            remaining -= len(part)
+            if remaining and time.monotonic() > deadline:
+                raise TimeoutError("the request body took too long")
+        return b"".join(parts)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
 
@@ -309,6 +392,15 @@ class ApiServer(ThreadingHTTPServer):
     # 20 senders called back at once (the reliability suite's callback storm).
     request_queue_size = 128
 
-    def __init__(self, host: str, port: int, api: LocalApi) -> None:
+    def __init__(self, host: str, port: int, api: LocalApi, request_timeout: float = 30.0) -> None:
         self.api = api
+        self.request_timeout = request_timeout  # seconds a client may take to send a request
         super().__init__((host, port), _RequestHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line for a client that went away; a traceback only for a fault of this server."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("api connection from %s ended: %s", client_address[0], type(error).__name__)
+        else:
+            log.exception("api: unexpected error serving %s", client_address[0])

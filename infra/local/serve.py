@@ -25,8 +25,12 @@ api.py, triggers.py). Configured by SPEC.md's variables (environment.py) and:
 Besides the template's routes the API serves the console at `/` (console.html) and
 `GET /_local/stack`, what the `videohook --local` command needs to know (stack_document).
 
-Ctrl-C or SIGTERM stops everything and exits 0. The embedded AWS keeps its state in
-memory only: tasks and videos are gone when the stack stops.
+Ctrl-C or SIGTERM stops everything cleanly and exits 0; the same signal arriving again
+while it stops (as it does when `make serve` forwards a process-group SIGTERM) is ignored.
+Only a second Ctrl-C at least a second after the first abandons the stop and exits 130.
+`make serve` itself, when it is the process that got SIGTERM, waits for this clean stop and
+then ends by the signal, as GNU make always does (exit status 143 in a shell). The
+embedded AWS keeps its state in memory only: tasks and videos are gone when the stack stops.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from types import FrameType
@@ -65,6 +70,7 @@ CONSOLE = ROOT / "infra" / "local" / "console.html"
 PREFIX = "videohook"
 STOP_TIMEOUT_SECONDS = 10
 POLL_SECONDS = 0.1  # how often the servers look for a shutdown request
+FORCE_AFTER_SECONDS = 1.0  # a second Ctrl-C this long after the first abandons the clean stop
 log = logging.getLogger("infra.local")
 
 
@@ -542,12 +548,23 @@ def main() -> int:
     logs.install()
     user_env = dict(os.environ)
     stopping = threading.Event()
+    first_signal_at = [0.0]
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stopping.is_set():
-            os._exit(130)  # a second Ctrl-C: do not wait for anything
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stopping.set()
+        name = signal.Signals(signum).name
+        if not stopping.is_set():
+            log.info("%s: stopping", name)
+            first_signal_at[0] = time.monotonic()
+            stopping.set()
+            return
+        # One stop request often arrives twice: `make serve` forwards SIGTERM to this process
+        # and a process-group kill (a terminal, a supervisor, `kill -- -PGID`) delivers it too.
+        # So a repeated signal never skips the clean stop, which is bounded by
+        # STOP_TIMEOUT_SECONDS anyway; only a deliberate second Ctrl-C (SIGINT, a second or
+        # more after the first) abandons it and exits 130.
+        if signum == signal.SIGINT and time.monotonic() - first_signal_at[0] >= FORCE_AFTER_SECONDS:
+            os._exit(130)
+        log.info("%s again: already stopping", name)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)

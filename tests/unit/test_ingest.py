@@ -441,6 +441,15 @@ def test_get_task_with_a_bad_id_answers_400(world: AwsWorld) -> None:
     assert invoke_tasks(event)[0] == 400
 
 
+def test_a_text_body_holding_a_lone_surrogate_answers_400(world: AwsWorld) -> None:
+    # GIVEN a callback event whose text body holds a lone surrogate (no UTF-8 encoding exists)
+    event = signed_callback(SUCCESS, token=world.callback_token)
+    event["body"] = event["body"][:-1] + ', "x": "\ud800"}'
+    # WHEN it is posted THEN it is refused as bad JSON, not answered 500
+    status, body = invoke(event)
+    assert (status, body["error"]) == (400, "invalid_json")
+
+
 @pytest.mark.parametrize("depth", [900, 5000])
 def test_deeply_nested_bodies_answer_400(world: AwsWorld, depth: int) -> None:
     # GIVEN a callback whose extra field nests lists very deeply

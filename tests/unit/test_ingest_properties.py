@@ -267,7 +267,7 @@ def make_event(
         {k: [v] for k, v in query.items()} if query is not None else None
     )
     if base64_encoded and body is not None:
-        body = base64.b64encode(body.encode()).decode()
+        body = base64.b64encode(body.encode("utf-8", "surrogatepass")).decode()
     event["body"] = body
     event["isBase64Encoded"] = base64_encoded
     return event

@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import struct
 import tracemalloc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,25 +62,30 @@ def fragmented(*, with_mehd: bool = False) -> bytes:
         mvex = box(b"mvex", full(b"mehd", 0, 0, struct.pack(">I", 7000)) + mvex[8:])
     head = ftyp() + box(b"moov", mvhd(1000, 0) + trak(1, b"vide", 12800, width=320, height=240) + mvex)
 
-    def fragment(seq: int, tfhd: bytes, trun: bytes) -> bytes:
+    def fragment(seq: int, tfhd: bytes, trun: Callable[[int], bytes], media: int) -> bytes:
+        """A moof and its mdat; `trun(offset)` gets the data offset of the mdat's payload."""
         mfhd = full(b"mfhd", 0, 0, struct.pack(">I", seq))
-        return box(b"moof", mfhd + box(b"traf", tfhd + trun)) + mdat(64)
+        moof_size = len(box(b"moof", mfhd + box(b"traf", tfhd + trun(0))))
+        return box(b"moof", mfhd + box(b"traf", tfhd + trun(moof_size + 8))) + mdat(media)
 
     frag1 = fragment(
         1,
         full(b"tfhd", 0, 0x020000, struct.pack(">I", 1)),
-        full(b"trun", 0, 0x201, struct.pack(">Ii", 25, 0) + struct.pack(">I", 10) * 25),
+        lambda offset: full(b"trun", 0, 0x201, struct.pack(">Ii", 25, offset) + struct.pack(">I", 10) * 25),
+        250,
     )
     frag2 = fragment(
         2,
         full(b"tfhd", 0, 0x020008, struct.pack(">II", 1, 1280)),
-        full(b"trun", 0, 0x000, struct.pack(">I", 10)),
+        lambda offset: full(b"trun", 0, 0x000, struct.pack(">I", 10)),
+        64,
     )
     samples = b"".join(struct.pack(">IIi", 1600, 10, -5) for _ in range(4))
     frag3 = fragment(
         3,
         full(b"tfhd", 0, 0x020000, struct.pack(">I", 1)),
-        full(b"trun", 1, 0xB05, struct.pack(">IiI", 4, 0, 0x2000000) + samples),
+        lambda offset: full(b"trun", 1, 0xB05, struct.pack(">IiI", 4, offset, 0x2000000) + samples),
+        64,
     )
     mfra = box(b"mfra", full(b"tfra", 1, 0, bytes(12)) + full(b"mfro", 0, 0, struct.pack(">I", 16 + 20)))
     return head + frag1 + frag2 + frag3 + mfra
@@ -268,29 +273,64 @@ def test_size_below_8_is_rejected(size: int) -> None:
     assert "smaller than its 8-byte header" in rejected_by_feed(data)
 
 
-def test_non_printable_box_type_is_rejected() -> None:
-    # GIVEN a box whose type is binary junk
-    data = ftyp() + struct.pack(">I4s", 16, b"\x00\x01\xff\x02") + bytes(8)
+def test_non_printable_box_type_inside_moov_is_rejected() -> None:
+    # GIVEN a moov holding a box whose type is binary junk
+    data = ftyp() + box(b"moov", struct.pack(">I4s", 16, b"\x00\x01\xff\x02") + bytes(8)) + mdat()
     # WHEN fed
     # THEN it is refused as soon as the header is read
     assert "not four printable characters" in rejected_by_feed(data)
 
 
+def test_non_printable_box_type_at_top_level_ends_the_boxes() -> None:
+    # GIVEN ftyp then a header whose type is binary junk, and no moov before it
+    data = ftyp() + struct.pack(">I4s", 16, b"\x00\x01\xff\x02") + bytes(8)
+    # WHEN checked
+    # THEN the junk is trailing bytes, but the file has no moov: refused for that
+    assert "no moov" in rejected(data)
+
+
 @pytest.mark.parametrize(
     ("garbage", "expected"),
     [
-        (b"junk", "4 stray bytes after the last box"),
         (b"\x00\x00\x10\x00free....", "truncated: stream ends inside free"),
-        (b"\x00\x00\x00\x10\xde\xad\xbe\xef" + bytes(8), "not four printable characters"),
+        (b"\x00\x00\x10\x00moof" + full(b"mfhd", 0, 0, bytes(4)), "truncated: stream ends inside moof"),
+        (
+            struct.pack(">I4sQ", 1, b"mdat", 1 << 40)[:12],
+            "truncated: stream ends inside the header of a mdat",
+        ),
     ],
 )
-def test_trailing_garbage_after_the_last_box_is_rejected(garbage: bytes, expected: str) -> None:
-    # GIVEN a valid file followed by bytes that are not a complete box
+def test_known_top_level_box_cut_short_at_the_end_is_refused(garbage: bytes, expected: str) -> None:
+    # GIVEN a valid file followed by the start of a known top-level box that the stream cuts short
     data = simple() + garbage
     # WHEN checked
     reason = rejected(data)
-    # THEN the stream is refused and the reason says why
+    # THEN the stream is refused as truncated
     assert expected in reason
+
+
+@pytest.mark.parametrize(
+    ("garbage", "expected"),
+    [
+        (b"junk", "4 bytes after the last box"),
+        (bytes(3), "3 bytes after the last box"),
+        (bytes(512), "512 bytes after the last box"),
+        (b"\x00\x00\x00\x10\xde\xad\xbe\xef" + bytes(8), "16 bytes after the last box"),
+        (b"<!DOCTYPE html><html>gone</html>", "32 bytes after the last box"),
+        (b"\x00\x00\x10\x00abcd" + bytes(20), "28 bytes after the last box"),
+    ],
+)
+def test_trailing_bytes_that_cannot_be_a_box_are_accepted_with_a_warning(
+    garbage: bytes, expected: str
+) -> None:
+    # GIVEN a valid file followed by bytes that cannot be the start of a known box cut short
+    data = simple() + garbage
+    # WHEN checked, whole and byte by byte
+    info = verdict(data)
+    # THEN it is accepted, with the trailing bytes named in a warning
+    assert isinstance(info, Mp4Info) and info.verdict == "accepted_with_warnings"
+    assert len(info.warnings) == 1 and expected in info.warnings[0]
+    assert verdict(data, 1) == info
 
 
 def test_stray_bytes_at_the_end_of_a_container_are_rejected() -> None:
@@ -383,16 +423,19 @@ def test_fragmented_duration_is_summed_from_fragments() -> None:
     # WHEN checked whole and byte by byte
     info = verdict(data)
     # THEN the duration is the track's summed sample durations over its mdhd timescale
-    assert info == Mp4Info(duration_seconds=2.5, width=320, height=240)
+    # (the last fragment's samples are shown 5 ticks early: composition offset -5)
+    assert isinstance(info, Mp4Info) and (info.width, info.height, info.warnings) == (320, 240, ())
+    assert info.duration_seconds == pytest.approx(2.5 - 5 / 12800)
     assert verdict(data, 1) == info
 
 
-def test_fragmented_duration_prefers_mehd() -> None:
-    # GIVEN a fragmented file whose mvex has a mehd of 7 s (mvhd timescale 1000)
+def test_fragmented_duration_comes_from_the_samples_not_from_mehd() -> None:
+    # GIVEN a fragmented file whose mvex has a mehd of 7 s (mvhd timescale 1000) for 2.5 s of samples
     data = fragmented(with_mehd=True)
     # WHEN checked
-    # THEN mehd gives the duration
-    assert verdict(data) == Mp4Info(duration_seconds=7.0, width=320, height=240)
+    info = verdict(data)
+    # THEN the samples give the duration: a header that disagrees does not win
+    assert isinstance(info, Mp4Info) and info.duration_seconds == pytest.approx(2.5, abs=0.001)
 
 
 def test_trun_declaring_more_samples_than_it_holds_is_rejected() -> None:

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import socket
+import struct
 import threading
 import time
 import zlib
@@ -238,6 +239,129 @@ def test_invalid_fixture_fails_at_once_with_a_reason(rig: Rig, name: str, reason
     assert item["status"] == "TRANSFER_FAILED"
     assert reason in item["error"], item["error"]
     assert item["attempts"] == 1 and "lease_owner" not in item
+    # AND the source was fetched once more before the task failed (a CDN's error page may pass)
+    assert len(rig.server.requests_for(f"/{name}")) == 2
+    rig.assert_nothing_left()
+
+
+# --- what the MP4 check tolerates, reads and refuses, as the record shows it -------------------
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, size) of the boxes in data[start:end] (32-bit sizes, as in the fixtures)."""
+    while start + 8 <= end:
+        size, typ = struct.unpack(">I4s", data[start : start + 8])
+        yield typ, start, size
+        start += size
+
+
+def _stbl_tables(data: bytes, typ: bytes) -> Iterator[int]:
+    """Where each box of type `typ` lies in the fixture's moov/trak/mdia/minf/stbl."""
+    path = [b"moov", b"trak", b"mdia", b"minf", b"stbl"]
+
+    def walk(depth: int, start: int, end: int) -> Iterator[int]:
+        for kind, at, size in _boxes(data, start, end):
+            if depth == len(path) and kind == typ:
+                yield at
+            elif depth < len(path) and kind == path[depth]:
+                yield from walk(depth + 1, at + 8, at + size)
+
+    return walk(0, 0, len(data))
+
+
+def with_leading_free(data: bytes) -> bytes:
+    """An 8-byte free box before ftyp, every chunk offset moved by 8 as a muxer writes it."""
+    out = bytearray(data)
+    for at in _stbl_tables(data, b"stco"):
+        count = struct.unpack(">I", data[at + 12 : at + 16])[0]
+        for k in range(count):
+            entry = at + 16 + 4 * k
+            out[entry : entry + 4] = struct.pack(">I", struct.unpack(">I", data[entry : entry + 4])[0] + 8)
+    return struct.pack(">I4s", 8, b"free") + bytes(out)
+
+
+def rotated_90(data: bytes) -> bytes:
+    """The video track's tkhd matrix set to a 90-degree clockwise turn (a portrait phone video)."""
+    out = bytearray(data)
+    for _, trak, size in (b for b in _boxes(data, 32, len(data)) if b[0] == b"moov"):
+        for kind, at, _ in _boxes(data, trak + 8, trak + size):
+            if kind == b"trak" and data[at + 8 + 4 : at + 8 + 8] == b"tkhd":
+                tkhd_body = at + 8 + 8 + 4
+                if struct.unpack(">I", data[tkhd_body + 76 : tkhd_body + 80])[0]:  # has a width
+                    matrix = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+                    out[tkhd_body + 36 : tkhd_body + 72] = matrix
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("variant", "make", "warning"),
+    [
+        ("leading_free", with_leading_free, "leading free box(es) before ftyp"),
+        ("appended_zeros", lambda data: data + bytes(300), "300 bytes after the last box"),
+        ("appended_3_bytes", lambda data: data + b"\r\n\n", "3 bytes after the last box"),
+    ],
+)
+def test_tolerated_mp4_is_stored_with_a_warning(
+    rig: Rig, variant: str, make: Callable[[bytes], bytes], warning: str
+) -> None:
+    # GIVEN a task whose source serves a fixture with a leading free box or bytes appended
+    data = make(fixture("faststart.mp4"))
+    rig.receive(rig.server.add(f"/{variant}.mp4", data))
+    # WHEN its message is delivered
+    assert rig.deliver() == []
+    # THEN it is stored, with what the check tolerated in `warnings`, fetched only once
+    item = rig.assert_stored(TASK, sha256(data), len(data))
+    assert len(item["warnings"]) == 1 and warning in item["warnings"][0], item["warnings"]
+    assert (item["duration_seconds"], item["width"], item["height"], item["rotation"]) == (4.0, 320, 240, 0)
+    assert len(rig.server.requests_for(f"/{variant}.mp4")) == 1
+
+
+def test_clean_mp4_is_stored_without_warnings_and_a_rotated_one_with_its_displayed_size(rig: Rig) -> None:
+    # GIVEN two tasks: the faststart fixture as it is, and the same with its video turned 90 degrees
+    plain, turned = fixture("faststart.mp4"), rotated_90(fixture("faststart.mp4"))
+    rig.receive(rig.server.add("/plain.mp4", plain), "task-plain")
+    rig.receive(rig.server.add("/turned.mp4", turned), "task-turned")
+    # WHEN both messages are delivered
+    assert rig.deliver(message("task-plain"), message("task-turned")) == []
+    # THEN the plain one has rotation 0 and no warnings; the turned one is shown portrait
+    item = rig.assert_stored("task-plain", sha256(plain), len(plain))
+    assert (item["width"], item["height"], item["rotation"]) == (320, 240, 0) and "warnings" not in item
+    item = rig.assert_stored("task-turned", sha256(turned), len(turned))
+    assert (item["width"], item["height"], item["rotation"]) == (240, 320, 90)
+
+
+def test_error_page_then_the_video_is_stored_on_the_same_attempt(rig: Rig) -> None:
+    # GIVEN a source that answers 200 with an HTML error page first, then the video
+    data = fixture("faststart.mp4")
+    page = b"<!DOCTYPE html><html><body>Service busy, try again</body></html>".ljust(len(data), b" ")
+    calls: list[int] = []
+
+    def chunks(start: int) -> Iterator[bytes]:
+        calls.append(start)
+        yield (page if len(calls) == 1 else data)[start:]
+
+    rig.receive(rig.server.add("/flaky.mp4", Generated(len(data), chunks)))
+    # WHEN the message is delivered once
+    assert rig.deliver() == []
+    # THEN the page was refused, the video fetched once more and stored, in one attempt
+    item = rig.assert_stored(TASK, sha256(data), len(data))
+    assert item["attempts"] == 1 and len(calls) == 2
+    assert len(rig.versions()) == 1
+
+
+def test_second_invalid_answer_fails_the_task_with_the_checks_reason(rig: Rig) -> None:
+    # GIVEN a source whose sample table points outside its media data (a damaged chunk offset)
+    data = bytearray(fixture("faststart.mp4"))
+    stco = next(_stbl_tables(bytes(data), b"stco"))
+    data[stco + 16 : stco + 20] = struct.pack(">I", 10**6)
+    rig.receive(rig.server.add("/damaged.mp4", bytes(data)))
+    # WHEN the message is delivered
+    assert rig.deliver() == []
+    # THEN after a second fetch the task fails, in words, and nothing is left in S3
+    item = rig.task()
+    assert item["status"] == "TRANSFER_FAILED" and "outside the media data" in item["error"]
+    assert len(rig.server.requests_for("/damaged.mp4")) == 2
+    rig.assert_nothing_left()
     rig.assert_nothing_left()
 
 
@@ -498,13 +622,26 @@ def test_valid_video_without_content_length_is_stored(rig: Rig, framing: str) ->
 
 
 def test_close_delimited_source_cut_short_is_refused_by_the_mp4_check(rig: Rig) -> None:
-    # GIVEN a source without Content-Length whose connection closes early: it looks like an end
-    rig.receive(rig.server.add("/v.mp4", fixture(FIXTURE), framing="close", drop_at=200_000))
-    # WHEN the message is delivered THEN the MP4 check sees the truncation; nothing is stored
+    # GIVEN a source without Content-Length whose connection closes early on every request:
+    # it looks like an end
+    rig.receive(rig.server.add("/v.mp4", fixture(FIXTURE), framing="close", drop_at=200_000, drops=None))
+    # WHEN the message is delivered THEN the MP4 check sees the truncation twice (a second fetch
+    # after the first); nothing is stored
     assert rig.deliver() == []
     item = rig.task()
     assert item["status"] == "TRANSFER_FAILED" and "ends inside" in item["error"]
+    assert len(rig.server.requests_for("/v.mp4")) == 2
     rig.assert_nothing_left()
+
+
+def test_close_delimited_source_cut_short_once_is_stored_from_the_second_fetch(rig: Rig) -> None:
+    # GIVEN a source without Content-Length whose first response closes early
+    data = fixture(FIXTURE)
+    rig.receive(rig.server.add("/v.mp4", data, framing="close", drop_at=200_000))
+    # WHEN the message is delivered THEN the cut copy is refused and the second fetch is stored
+    assert rig.deliver() == []
+    rig.assert_stored(TASK, sha256(data), len(data))
+    assert len(rig.server.requests_for("/v.mp4")) == 2
 
 
 # --- statuses, redirects, size limit, slow sources ----------------------------------------------
@@ -670,8 +807,9 @@ def test_abort_is_retried_when_s3_fails_to_abort(rig: Rig) -> None:
 
     with on_call(services.services().s3, "AbortMultipartUpload", flaky_abort):
         failures = rig.deliver()
-    # THEN the third abort removed the upload, and the task failed for its own reason
-    assert failures == [] and len(aborts) == 3
+    # THEN the third abort removed the upload, the second fetch's upload was aborted at its first
+    # try, and the task failed for its own reason
+    assert failures == [] and len(aborts) == 4
     assert rig.task()["status"] == "TRANSFER_FAILED"
     rig.assert_nothing_left()
 
