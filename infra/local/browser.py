@@ -182,6 +182,7 @@ def shoot_console(path: Path) -> int:
     from infra.local.harness import StackProcess, wait_for_task
     from infra.template import ROOT
     from testkit.callbacks import callback_body, post_callback
+    from testkit.media import streamed_mp4
     from testkit.video_source import VideoServer
 
     chromium = find_chromium()
@@ -205,14 +206,13 @@ def shoot_console(path: Path) -> int:
             wait_for_task(stack.api, task_id, {"STORED"})
         failed = callback_body("music-video-0003", code=451, msg="source audio could not be downloaded")
         post_callback(f"{stack.api}/callbacks", failed, key=key, token=token).raise_for_status()
-        # A transfer still running when the picture is taken: its source trickles (about 20 s).
-        slow = videos.add(
-            "/music-video-0004.mp4", (fixtures / "faststart.mp4").read_bytes(), trickle=(512, 0.2)
-        )
+        # A transfer still running when the picture is taken: 4 MiB from a source that trickles
+        # (about 13 s in all), pictured after its first progress write (about every 5 s).
+        slow = videos.add("/music-video-0004.mp4", streamed_mp4(4 * 1024 * 1024), trickle=(64 * 1024, 0.2))
         stack.post_callback("music-video-0004", slow, token=token, key=key)
         wait_for_task(stack.api, "music-video-0004", {"TRANSFERRING"})
-        time.sleep(3)  # some bytes in
-        with Chromium(chromium, width=1200, height=560) as browser:
+        time.sleep(7)
+        with Chromium(chromium, width=1200, height=700) as browser:
             browser.open(f"{stack.api}/")
             for task_id in ("music-video-0001", "music-video-0002"):
                 browser.wait_for(
