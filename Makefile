@@ -72,3 +72,9 @@ callback-url: $(BIN)/.installed
 
 redrive: $(BIN)/.installed
 	@$(BIN)/videohook redrive $(VIDEOHOOK_TARGET)
+
+# The console's picture in docs/ (shown in the README), taken by headless chromium from a local
+# stack with a few tasks (infra/local/browser.py). Needs `chromium` (apt-get install chromium).
+.PHONY: console-screenshot
+console-screenshot: $(BIN)/.installed
+	$(BIN)/python -m infra.local.browser docs/console.png

@@ -32,7 +32,7 @@ import requests
 from botocore.credentials import Credentials
 
 from infra.local.harness import StackProcess, free_port
-from infra.template import ROOT
+from infra.template import ROOT, load_template
 from testkit.video_source import Video, VideoServer
 from tests.unit.test_cli_aws import sigv4_verifies
 
@@ -42,6 +42,24 @@ TOKEN, HMAC_KEY = "cli-callback-token", "cli-hmac-key"
 FIXTURES = ROOT / "tests" / "fixtures"
 VIDEOHOOK = Path(sys.executable).parent / "videohook"  # the console script `make` installs
 DUMMY = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def declares_archive_list() -> bool:
+    """Whether template.yaml has the archive list route, GET /tasks (docs/api.md)."""
+    for resource in load_template()["Resources"].values():
+        for event in (resource.get("Properties", {}).get("Events") or {}).values():
+            props = event.get("Properties", {})
+            if (
+                event.get("Type") == "Api"
+                and props.get("Path") == "/tasks"
+                and str(props.get("Method")).lower() == "get"
+            ):
+                return True
+    return False
+
+
+# Until the archive list is merged, what lists tasks cannot run; it runs as soon as the route exists.
+NEEDS_LIST = pytest.mark.skipif(not declares_archive_list(), reason="GET /tasks is not in template.yaml yet")
 
 
 def sha256_of(path: Path) -> str:
@@ -246,6 +264,7 @@ def test_redrive_brings_back_dead_letters_and_transfer_failed_tasks(
     assert "re-queued 0" in ok(local("redrive"))
 
 
+@NEEDS_LIST
 def test_tasks_lists_the_archive_newest_first(local: Cli, stored: str) -> None:
     newer = new_id("cli-newest")
     ok(local("send-callback", newer, "", "--code", "500", "--msg", "server error"))
@@ -376,6 +395,7 @@ def deployed(stack: StackProcess, workdir: Path) -> Iterator[tuple[Cli, SigV4Gat
     gate.server.server_close()
 
 
+@NEEDS_LIST
 def test_deployed_stack_commands_read_outputs_and_secrets_and_sign_with_sigv4(
     deployed: tuple[Cli, SigV4Gate], origin: Video, workdir: Path
 ) -> None:

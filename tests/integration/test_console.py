@@ -20,6 +20,7 @@ from infra.local.browser import Chromium, find_chromium, video_state
 from infra.local.harness import StackProcess, wait_for_task
 from infra.template import ROOT
 from testkit.video_source import VideoServer
+from tests.integration.test_cli import NEEDS_LIST
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,6 +44,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
         running.stop(signal.SIGTERM)
 
 
+@NEEDS_LIST
 def test_console_lists_tasks_with_progress_and_a_player_that_loads_the_video(
     stack: StackProcess, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ import requests
 
 from infra.local.harness import free_port
 from infra.template import ROOT
+from tests.integration.test_cli import NEEDS_LIST
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +97,7 @@ def terminals() -> Iterator[list[Terminal]]:
         terminal.stop()
 
 
+@NEEDS_LIST
 def test_the_quickstart_runs_as_written(
     ports: dict[str, int], terminals: list[Terminal], tmp_path: Path
 ) -> None:
