@@ -41,7 +41,7 @@ RECORD_INFO_PATH = "/api/v1/mp4/record-info"
 #: In the `msg` of an error answer to `generate`, replaced by the `callBackUrl` that was sent.
 ECHO_CALLBACK_URL = "{callBackUrl}"
 
-#: The times every helper answer carries unless told otherwise (PROVIDER.md's example values).
+#: The times every helper answer carries unless told otherwise (docs/provider.md's example values).
 CREATE_TIME = datetime(2024, 12, 31, 16, 10, 0, tzinfo=UTC)
 COMPLETE_TIME = datetime(2024, 12, 31, 16, 12, 30, tzinfo=UTC)
 

@@ -248,13 +248,14 @@ def plan_stored(video: StoredVideo, now: float) -> Change:
         "bytes_transferred": video.size,
         "stored_at": stamp,
         "updated_at": stamp,
-    }
-    optional = {
-        "s3_version_id": video.version_id,
+        # Always present once STORED; null when the file has no video track or gives no duration.
         "duration_seconds": round(video.duration_seconds, 3) if video.duration_seconds is not None else None,
         "width": video.width,
         "height": video.height,
-        "rotation": video.rotation,
+        "rotation": video.rotation if video.rotation is not None else 0,
+    }
+    optional = {
+        "s3_version_id": video.version_id,
         "warnings": list(video.warnings) or None,  # absent when the check tolerated nothing
     }
     sets.update({k: v for k, v in optional.items() if v is not None})

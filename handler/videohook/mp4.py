@@ -16,15 +16,17 @@ mainstream player plays and refuses only what cannot be played or was cut short:
 
 What it reads: the duration a player shows (the longest track, from its samples in `moov`
 and in every fragment, its edit list applied; `mvhd`/`mehd` only when there are no samples),
-the displayed size (`tkhd` size with its rotation matrix applied) and the rotation.
+the displayed size (`tkhd` size, the pixel aspect of a `pasp` box and the rotation matrix
+applied) and the rotation (clockwise degrees).
 
 Videos can be far larger than a Lambda's memory, so the check never holds the file: it walks
 the box tree as bytes go by, skips payloads it does not need (`mdat` above all) by counting,
 keeps the first bytes of a few small boxes and streams the sample tables record by record.
 The tables the extents check needs are kept only until their chunks are matched with an
 `mdat`, under caps (`max_table_entries`, `max_pending_extents`); past a cap that check is
-skipped with a warning. The number of boxes is capped relative to the bytes (`max_boxes`), so
-a stream of millions of empty boxes cannot hold a worker longer than its bytes justify.
+skipped with a warning. The number of boxes is capped relative to the bytes (`max_boxes_base`,
+`boxes_per_mib`), so a stream of millions of empty boxes cannot hold a worker longer than its
+bytes justify.
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ MAX_TABLE_ENTRIES = 2 * 1024 * 1024
 MAX_PENDING_EXTENTS = 1024 * 1024
 # mdat boxes remembered for extents that come after them (moov at the end, fragments).
 MAX_MDATS = 1024 * 1024
-# Box count allowed: MAX_BOXES_BASE plus BOXES_PER_MIB for every MiB parsed. The check reads
-# about a million box headers a second (docs/stored-video.md), so a stream of empty boxes is
-# refused within a second or two; real files have one box per several hundred bytes or more.
+# Box count allowed: MAX_BOXES_BASE plus BOXES_PER_MIB for every MiB parsed (docs/stored-video.md).
+# A stream of 8-byte empty boxes is refused after about 1.14 million boxes (8.7 MiB, a few seconds
+# of parsing); real files have one box per several hundred bytes or more.
 MAX_BOXES_BASE = 1_000_000
 BOXES_PER_MIB = 16 * 1024
 

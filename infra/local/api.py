@@ -3,7 +3,7 @@
 Each request becomes the proxy event API Gateway would build - the same fields, the
 path parameters of the matched route, `requestContext.stage` from the template - and the
 function's proxy answer is written back the way API Gateway writes it. Deliberately left
-out: IAM authorisation (SPEC.md: the local stack does not check it), throttling, and the
+out: IAM authorisation (docs/api.md: the local stack does not check it), throttling, and the
 29 s integration timeout. Paths are served both bare (`/callbacks`) and under the stage
 (`/Prod/callbacks`), so a deployed URL works locally with only the host changed.
 

@@ -2,7 +2,7 @@
 
 Deployed, each function gets the variables template.yaml gives it, with the template's
 parameters and resources filled in. Locally the same happens against the embedded AWS
-endpoint, and the user's own environment configures it with the SPEC.md variable names:
+endpoint, and the user's own environment configures it with the docs/configuration.md variable names:
 
 * a variable the template sets from a parameter (`VIDEO_HOSTS_ALLOWED: !Ref
   VideoHostsAllowed`, ...) becomes that parameter, so everything else the parameter drives

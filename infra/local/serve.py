@@ -5,7 +5,7 @@
 One process: an embedded moto server holding the resources template.yaml declares (made
 by `infra.template.Stack`, never named here), the HTTP API, the SQS workers and the
 schedules, each running the template's handlers as Lambda would (see lambdas.py,
-api.py, triggers.py). Configured by SPEC.md's variables (environment.py) and:
+api.py, triggers.py). Configured by docs/configuration.md's variables (environment.py) and:
 
     AWS_PORT                    embedded AWS endpoint port (default 5000)
     API_PORT                    HTTP API port (default 3000)
@@ -98,7 +98,7 @@ def _int_env(env: dict[str, str], name: str, default: int | None, minimum: int =
 
 @dataclass(frozen=True)
 class LocalSettings:
-    """The local stack's own knobs (the functions' settings are SPEC.md's variables)."""
+    """The local stack's own knobs (the functions' settings are docs/configuration.md's variables)."""
 
     aws_port: int = 5000
     api_port: int = 3000

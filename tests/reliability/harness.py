@@ -6,9 +6,9 @@ and with boto3 for its embedded AWS endpoint. Named profiles give the scenarios 
 they need (development source policy, worker processes, the production source policy);
 `Stacks` starts each on first use and stops them all at the end.
 
-After every scenario, `audit` checks what SPEC.md promises whatever happened: no open
-multipart upload, every stored object version a valid MP4 (downloaded and checked), one
-version per key, and every task record in a final state.
+After every scenario, `audit` checks what docs/stored-video.md and docs/task-record.md promise
+whatever happened: no open multipart upload, every stored object version a valid MP4
+(downloaded and checked), one version per key, and every task record in a final state.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ class LocalStack(StackProcess):
 
 
 def audit(stack: LocalStack, result: Result) -> dict[str, tuple[str, int]]:
-    """SPEC's promises after any scenario; returns key -> (sha256, size) of each stored object."""
+    """The documented promises after any scenario; returns key -> (sha256, size) of each stored object."""
     uploads = stack.open_uploads()
     result.checks[f"{stack.name}: open uploads"] = len(uploads)
     result.expect(

@@ -1,4 +1,4 @@
-"""The reliability scenarios (issue 7), run against the local stack from the outside.
+"""The reliability scenarios, run against the local stack from the outside.
 
 Each scenario takes the shared `Stacks` and a `Sizes` and returns a `Result`: what it
 tried, how many passed, how many were lost, and every problem in words. Every scenario ends

@@ -1,6 +1,6 @@
 """The callback path through the ingest function's Lambda entry point, on moto.
 
-Every row of SPEC.md's answers table, the authentication rules, and the task-store
+Every row of docs/api.md's answers table, the authentication rules, and the task-store
 guarantees (duplicates, failure callbacks, STORED is final, AWS faults answer 500).
 """
 
@@ -151,7 +151,7 @@ def test_failure_after_stored_changes_nothing_but_the_count(world: AwsWorld) -> 
         == 200
     )
     # THEN the task is still STORED with its first URL; the failure's code and message are
-    # recorded (SPEC), and callbacks grew
+    # recorded (docs/task-record.md), and callbacks grew
     item = record(world, "task-1")
     assert item["status"] == "STORED"
     assert (item["provider_code"], item["provider_msg"]) == (500, "boom")

@@ -2,7 +2,7 @@
 
 Whatever reaches `POST /callbacks` (random bytes or text, random JSON, callback-shaped
 objects with random types in every field, garbage credentials, random content types and
-query strings, base64 on or off), the answer is one of SPEC.md's client statuses with a
+query strings, base64 on or off), the answer is one of docs/api.md's client statuses with a
 JSON body of the documented shape, and never a 5xx, a stack trace or a secret.
 
 Each test builds one moto world (the `aws` fixture) and runs hypothesis inside it, so the

@@ -218,9 +218,12 @@ def test_a_stored_video_ends_the_lease_and_keeps_what_the_mp4_check_read() -> No
     )
     assert change.sets["bytes_transferred"] == change.sets["size"] == 10
     assert {"lease_owner", "lease_expires", "error", "poll_due"} <= change.removes
-    # A video without a version id or dimensions records none (never a null field).
+    # A file with no video track (audio only) records null dimensions and rotation 0, as
+    # docs/task-record.md says; no version id and no warnings are left out.
     bare = plan_stored(StoredVideo("b", "k", None, "0" * 64, 1, None, None, None), NOW)
-    assert not {"s3_version_id", "duration_seconds", "width", "height"} & set(bare.sets)
+    assert (bare.sets["width"], bare.sets["height"], bare.sets["duration_seconds"]) == (None, None, None)
+    assert bare.sets["rotation"] == 0
+    assert not {"s3_version_id", "warnings"} & set(bare.sets)
 
 
 def test_the_public_record_hides_the_machinery() -> None:

@@ -556,3 +556,25 @@ def test_huge_mdat_keeps_memory_bounded() -> None:
     assert largest_buffer <= LEAF_PREFIX_CAP
     assert peak < mib
     assert checker.bytes_seen == len(ftyp() + moov()) + 16 + total
+
+
+def test_a_stream_of_empty_boxes_is_refused_past_the_box_cap() -> None:
+    # GIVEN a checker with a small box cap, and a hostile stream: ftyp, then empty boxes only
+    hostile = ftyp() + box(b"free", b"") * 50_000
+    checker = Mp4Checker(max_boxes_base=10_000, boxes_per_mib=1024)
+    # WHEN it is fed THEN it is refused in words once the cap is passed, long before the end
+    with pytest.raises(InvalidMp4, match="too many boxes") as refused:
+        for chunk in split(hostile, 4096):
+            checker.feed(chunk)
+    boxes = int(str(refused.value).split("too many boxes: ")[1].split()[0])
+    assert 10_000 < boxes < 10_200  # base + 1,024 per MiB of the ~80 KB read: refused at once
+
+
+def test_the_box_cap_grows_with_the_bytes_so_real_files_pass() -> None:
+    # GIVEN the same small cap, and a real file of many boxes whose bytes justify them
+    checker = Mp4Checker(max_boxes_base=64, boxes_per_mib=1024)
+    data = simple() + box(b"free", b"\0" * 1016) * 1000  # 1,000 more boxes in 1 MB
+    # WHEN it is fed THEN it is accepted: the allowance is the base plus boxes_per_mib per MiB
+    for chunk in split(data, 4096):
+        checker.feed(chunk)
+    assert checker.finish().duration_seconds is not None

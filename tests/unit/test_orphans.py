@@ -2,7 +2,7 @@
 
 A worker's own failures abort its upload (MultipartUpload.__exit__), but a worker that is
 killed (Lambda's timeout, a lost container, SIGKILL) runs no code at all: its upload stays
-open until the bucket's lifecycle rule removes it a day later. SPEC: no orphaned multipart
+open until the bucket's lifecycle rule removes it a day later. docs/stored-video.md: no orphaned multipart
 upload. The transfer that takes the task over (its lease expired) aborts any upload still
 open for the task's key before it starts its own. On moto, through the transfer handler.
 """

@@ -157,7 +157,7 @@ def test_submit_sends_the_documented_body_with_this_stacks_callback_url(
     svc = use(aws, fp, "TasksFunction")
     # WHEN the sample submit arrives
     status, body = post_task()
-    # THEN the provider got exactly PROVIDER.md's body, with our callback URL and token, and the key
+    # THEN the provider got exactly docs/provider.md's body, with our callback URL and token, and the key
     (sent,) = fp.requests_to(GENERATE_PATH)
     token = quote(aws.callback_token, safe="")
     assert sent.method == "POST"

@@ -69,7 +69,7 @@ def test_a_failed_fetch_never_records_or_logs_the_signed_query(
     # THEN the attempt failed with an error in words that names the source without its query
     item = rig.task()
     assert item["status"] in ("RECEIVED", "TRANSFER_FAILED") and item.get("error"), item
-    assert item["video_url"] == url  # the record keeps the URL the provider gave, as SPEC says
+    assert item["video_url"] == url  # the record keeps the URL the provider gave (docs/task-record.md)
     recorded = json.dumps({k: v for k, v in item.items() if k != "video_url"}, default=str)
     for secret in (SIGNATURE, SESSION, "X-Amz-"):
         assert secret not in recorded, f"{case}: {item['error']}"

@@ -163,7 +163,7 @@ class Rig:
         assert self.versions(task_id) == []
 
     def assert_stored(self, task_id: str, expected_sha256: str, size: int) -> dict[str, Any]:
-        """The task is STORED and its object is the source's bytes, described as SPEC.md says."""
+        """The task is STORED and its object is the source's bytes, described as docs/stored-video.md says."""
         item = self.task(task_id)
         key = f"videos/{task_id}.mp4"
         assert item["status"] == "STORED", item.get("error")
