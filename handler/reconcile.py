@@ -24,15 +24,16 @@ SAFETY_MARGIN_MS = 10_000
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(task_id="-")
+    # Without a provider API key nothing is polled, but tasks left without a way forward are
+    # still queued again and 14-day-old submits ended (docs/reconcile.md).
     provider = provider_client()
-    if provider is None:
-        logger.debug("no provider API key configured: reconcile is idle")
-        return {"idle": True}
     svc = services()
     deadline = max(1.0, (context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS) / 1000)
     report = Reconciler(svc.store, svc.queue, provider, deadline_seconds=deadline).run()
     metrics.add_metric(name="ReconcilePolled", unit=MetricUnit.Count, value=report.polled)
     metrics.add_metric(name="ReconcileQueued", unit=MetricUnit.Count, value=report.queued)
-    if report.polled or report.errors:
+    # Tasks found stuck and queued again: alarmed on (docs/operations.md).
+    metrics.add_metric(name="TasksRecovered", unit=MetricUnit.Count, value=report.recovered)
+    if report.polled or report.recovered or report.ended or report.dropped or report.errors:
         logger.info("reconcile run", extra=asdict(report))
     return asdict(report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +30,8 @@ from videohook import services
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HMAC_KEY = "test-hmac-key-current"
+# The last X-Webhook-Timestamp signed per task id in the current test (see `signed_callback`).
+_stamps: dict[str, int] = {}
 
 # Powertools reads its service name and metrics namespace when the handler modules are
 # imported, so the template's values are set before any test imports one.
@@ -108,6 +111,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
         parameters.clear_caches()
         session = _session()
         stack = Stack.from_file({"ProviderHmacKey": HMAC_KEY}).create(session)
+        _stamps.clear()
         yield AwsWorld(stack=stack, session=session, monkeypatch=monkeypatch)
         services.reset()
         parameters.clear_caches()
@@ -131,8 +135,21 @@ def signed_callback(
     body: dict[str, Any] | None = None,
     timestamp: int | None = None,
 ) -> dict[str, Any]:
-    """A callback event from events/ with a fresh signature (and optionally another body)."""
-    return signed_event(load_event(name), key=key, token=token, body=body, timestamp=timestamp)
+    """A callback event from events/ with a fresh signature (and optionally another body).
+
+    Each call is a new delivery, signed afresh as the provider signs every attempt: its
+    timestamp differs from every earlier one for the same task in this test (a second earlier
+    when needed), since the same task id and timestamp again is a replay that changes nothing.
+    Pass `timestamp` to choose it, e.g. to replay a captured signature.
+    """
+    event = load_event(name)
+    if timestamp is None:
+        task_id = json.loads(event["body"] if body is None else json.dumps(body))["data"]["task_id"]
+        timestamp = int(time.time())
+        if task_id in _stamps:
+            timestamp = min(timestamp, _stamps[task_id] - 1)
+        _stamps[task_id] = timestamp
+    return signed_event(event, key=key, token=token, body=body, timestamp=timestamp)
 
 
 def answer_json(answer: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ provider's retry finds the task still waiting for its message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aws_lambda_powertools import Logger
 
@@ -60,9 +60,10 @@ class CallbackReceiver:
             request.body, settings.source_policy, secrets=(settings.callback_token, *settings.hmac_keys)
         )
         if settings.hmac_keys:
-            verify_signature(
+            signed_at = verify_signature(
                 request.headers, callback.task_id, settings.hmac_keys, settings.signature_tolerance_seconds
             )
+            callback = replace(callback, signed_at=signed_at)
         return callback
 
     def receive(self, request: CallbackRequest) -> tuple[Callback, CallbackOutcome]:
@@ -72,6 +73,11 @@ class CallbackReceiver:
         if not self.settings.accept_unknown_tasks and self.store.get(callback.task_id) is None:
             raise Unauthorized("this task was not submitted through videohook", code="unknown_task")
         outcome = self.store.record_callback(callback)
+        if outcome.replayed:
+            logger.warning(
+                "replayed callback ignored: this task and signed timestamp were already applied",
+                extra={"code": callback.code, "signed_at": callback.signed_at},
+            )
         if outcome.suspicious:
             logger.warning("suspicious callback", extra={"reason": outcome.suspicious, "code": callback.code})
         if outcome.queue_transfer:

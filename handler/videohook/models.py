@@ -39,6 +39,9 @@ class Callback:
     msg: str
     task_id: str
     video_url: str | None
+    # The verified X-Webhook-Timestamp of a signed callback (None: unsigned, or a poll result):
+    # the same task and timestamp again is a replay, applied once (docs/task-record.md).
+    signed_at: str | None = None
 
     @property
     def succeeded(self) -> bool:

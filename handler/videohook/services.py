@@ -42,7 +42,10 @@ def services() -> Services:
     return Services(
         settings=settings,
         store=TaskStore(
-            settings.tasks_table, aws.client("dynamodb"), poll_after_seconds=settings.reconcile_after_seconds
+            settings.tasks_table,
+            aws.client("dynamodb"),
+            poll_after_seconds=settings.reconcile_after_seconds,
+            signature_window_seconds=settings.signature_tolerance_seconds,
         ),
         queue=TransferQueue(settings.transfer_queue_url, aws.client("sqs")),
         s3=aws.client("s3"),

@@ -38,8 +38,11 @@ def verify_signature(
     keys: Sequence[str],
     tolerance_seconds: int,
     now: float | None = None,
-) -> None:
-    """Raise Unauthorized unless a fresh timestamp is signed by one of the keys (rotation)."""
+) -> str:
+    """The signed timestamp; Unauthorized unless it is fresh and signed by one of the keys (rotation).
+
+    The caller remembers the timestamp with the task: the same one again is a replay.
+    """
     timestamp = _header(headers, TIMESTAMP_HEADER)
     signature = _header(headers, SIGNATURE_HEADER)
     if not timestamp or not signature:
@@ -57,6 +60,7 @@ def verify_signature(
         matched |= hmac.compare_digest(sign(key, task_id, timestamp).encode(), presented)
     if not matched:
         raise Unauthorized("the webhook signature does not match", code="bad_signature")
+    return timestamp
 
 
 def verify_token(presented: str | None, expected: str) -> None:

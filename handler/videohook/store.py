@@ -31,8 +31,10 @@ from videohook.lifecycle import (
     Change,
     TaskStatus,
     plan_callback,
+    plan_confirmed_url,
+    plan_due,
+    plan_expired,
     plan_lease,
-    plan_poll,
     plan_progress,
     plan_queued,
     plan_redrive,
@@ -130,6 +132,8 @@ class CallbackOutcome:
     record: dict[str, Any]
     queue_transfer: bool
     suspicious: str | None = None
+    # A signed callback presented again (same timestamp): answered 200, nothing written.
+    replayed: bool = False
 
 
 class TaskStore:
@@ -141,11 +145,13 @@ class TaskStore:
         client: DynamoDBClient,
         *,
         poll_after_seconds: int = 300,
+        signature_window_seconds: int = 300,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table_name = table_name
         self.client = client
         self.poll_after_seconds = poll_after_seconds
+        self.signature_window_seconds = signature_window_seconds
         self.clock = clock
 
     # --- low level -------------------------------------------------------------------
@@ -212,6 +218,8 @@ class TaskStore:
         """Count the callback and move the task by the rules of lifecycle.plan_callback, atomically.
 
         `counted=False` applies a poll result: the same moves, without counting a callback.
+        A signed callback's timestamp is remembered in the same conditional write, so of two
+        racing copies of one signed callback exactly one is applied, the other is a replay.
         """
         for attempt in range(OPTIMISTIC_RETRIES):
             if attempt:
@@ -225,16 +233,23 @@ class TaskStore:
                 poll_after=self.poll_after_seconds,
                 counted=counted,
                 audio_id=audio_id,
+                signature_window=self.signature_window_seconds,
             )
+            if plan.replayed:
+                return CallbackOutcome(item or {}, plan.queue_transfer, replayed=True)
             record = self._revised(callback.task_id, item, plan.change)
             if record is not None:
                 return CallbackOutcome(record, plan.queue_transfer, plan.suspicious)
         raise AwsFault("the task changed too often while recording the callback")
 
-    def mark_queued(self, task_id: str) -> None:
-        """Remember that a transfer message exists, so duplicates do not queue another."""
+    def mark_queued(self, task_id: str, *, requeues: int = 0) -> None:
+        """Remember that a transfer message exists, so duplicates do not queue another.
+
+        `requeues`: the how-many-th time reconcile queues the task again (0: not a recovery).
+        """
         condition, values = status_condition(QUEUED_FROM)
-        self._update(task_id, plan_queued(), condition, values)
+        change = plan_queued(self.clock(), poll_after=self.poll_after_seconds, requeues=requeues)
+        self._update(task_id, change, condition, values)
 
     def record_submitted(self, task_id: str, audio_id: str) -> tuple[dict[str, Any], bool]:
         """Create a SUBMITTED task; (record, False) when the task is already known."""
@@ -265,7 +280,8 @@ class TaskStore:
     def requeue_failed(self, task_id: str) -> bool:
         """TRANSFER_FAILED -> RECEIVED (an operator's redrive); False if the task is not failed."""
         condition, values = status_condition(REDRIVE_FROM)
-        return self._update(task_id, plan_redrive(self.clock()), condition, values) is not None
+        change = plan_redrive(self.clock(), poll_after=self.poll_after_seconds)
+        return self._update(task_id, change, condition, values) is not None
 
     def failed_transfers(self) -> list[str]:
         """Every TRANSFER_FAILED task id. A scan: for an operator's occasional redrive only."""
@@ -305,12 +321,31 @@ class TaskStore:
             kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
         return task_ids
 
-    def schedule_poll(self, task_id: str, delay_seconds: int) -> None:
-        """Look at the task again in `delay_seconds` (the provider said wait, or to back off)."""
-        self._update(task_id, plan_poll(self.clock(), delay_seconds), "attribute_exists(poll_partition)")
+    def schedule_poll(self, task_id: str, delay_seconds: int, seen_due: int | None = None) -> None:
+        """Look at the task again in `delay_seconds` (the provider said wait, or to back off).
 
-    def stop_polling(self, task_id: str) -> None:
-        self._update(task_id, plan_stop_polling(), "attribute_exists(task_id)")
+        With `seen_due` (the due time the visit found), only if no other write has given the
+        task another due time meanwhile (say, its transfer was queued): that one stands.
+        """
+        self.schedule_at(task_id, int(self.clock()) + delay_seconds, seen_due)
+
+    def schedule_at(self, task_id: str, due: int, seen_due: int | None = None) -> None:
+        """Look at the task again at `due` (epoch seconds); see `schedule_poll`."""
+        change = plan_due(due)
+        if seen_due is None:
+            self._update(task_id, change, "attribute_exists(poll_partition)")
+        else:
+            self._update(task_id, change, "poll_due = :seen_due", {":seen_due": seen_due})
+
+    def end_submitted(self, task_id: str, item: Mapping[str, Any]) -> dict[str, Any] | None:
+        """SUBMITTED for 14 days -> GENERATION_FAILED; None if the task moved since `item`."""
+        condition, values = status_condition((TaskStatus.SUBMITTED,))
+        values[":seen"] = item.get("revision", 0)
+        return self._update(task_id, plan_expired(self.clock()), f"{condition} AND revision = :seen", values)
+
+    def stop_polling(self, task_id: str, seen_due: int) -> None:
+        """Take a final task off the index, unless a write gave it a new due time meanwhile."""
+        self._update(task_id, plan_stop_polling(), "poll_due = :seen_due", {":seen_due": seen_due})
 
     # --- the transfer lease ---------------------------------------------------------------
 
@@ -343,7 +378,12 @@ class TaskStore:
 
     def release_for_retry(self, task_id: str, owner: str, error: str) -> None:
         """Give the task back (RECEIVED) so the redelivered message can try again."""
-        self._leased(task_id, owner, plan_retry(error, self.clock()), "releasing it")
+        change = plan_retry(error, self.clock(), poll_after=self.poll_after_seconds)
+        self._leased(task_id, owner, change, "releasing it")
+
+    def record_confirmed_url(self, task_id: str, owner: str, url: str) -> None:
+        """The provider confirmed another video_url than the task had: the record names what is copied."""
+        self._leased(task_id, owner, plan_confirmed_url(url, self.clock()), "recording the confirmed URL")
 
     def mark_transfer_failed(self, task_id: str, owner: str, error: str) -> dict[str, Any]:
         return self._leased(task_id, owner, plan_transfer_failed(error, self.clock()), "failing it")

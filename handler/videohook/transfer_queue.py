@@ -28,13 +28,14 @@ class TransferQueue:
             raise AwsFault(f"the transfer could not be queued ({type(exc).__name__})") from exc
 
 
-def queue_transfer(queue: TransferQueue, store: TaskStore, task_id: str) -> None:
+def queue_transfer(queue: TransferQueue, store: TaskStore, task_id: str, *, requeues: int = 0) -> None:
     """Send the task's transfer message, then mark the task queued.
 
     Every path that queues a transfer (a callback, reconcile, an operator's redrive) goes
     through here. In this order: a send that fails leaves the task unmarked, so the next
     callback or the reconcile job queues it again; a mark that fails after the send only
-    means a duplicate message, which the worker's lease makes harmless.
+    means a duplicate message, which the worker's lease makes harmless. `requeues` counts
+    reconcile's recoveries of the task (docs/task-record.md "Nothing is stuck").
     """
     queue.send(task_id)
-    store.mark_queued(task_id)
+    store.mark_queued(task_id, requeues=requeues)

@@ -101,6 +101,10 @@ class TransferService:
         started = time.monotonic()
         try:
             url = self._confirmed_url(task)
+            if url != task.get("video_url"):
+                # The provider's record-info confirms another video: that is the one copied,
+                # and the record says so (docs/task-record.md "The first video_url wins").
+                self.store.record_confirmed_url(task_id, owner, url)
             with self.source_factory(self.policy) as source:
                 progress = self._progress(task_id, owner, deadline)
                 try:

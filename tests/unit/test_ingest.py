@@ -160,6 +160,22 @@ def test_failure_after_stored_changes_nothing_but_the_count(world: AwsWorld) -> 
     assert len(world.queued_messages()) == 1
 
 
+def test_a_replay_of_a_callback_whose_send_failed_still_queues_it(world: AwsWorld) -> None:
+    # GIVEN a signed callback recorded RECEIVED whose transfer message could not be sent (500)
+    queue = services.services().queue
+    good_url = queue.queue_url
+    queue.queue_url = good_url + "-missing"
+    event = signed_callback(SUCCESS, token=world.callback_token)
+    assert invoke(event)[0] == 500
+    # WHEN the very same signed request arrives again once SQS is back
+    queue.queue_url = good_url
+    assert invoke(event)[0] == 200
+    # THEN it is not counted again, but the transfer the first one could not queue is queued
+    item = record(world, "taskId_774b9aa0422f")
+    assert item["callbacks"] == 1 and item["transfer_queued"] is True
+    assert len(world.queued_messages()) == 1
+
+
 def test_callback_for_transfer_failed_task_queues_it_again(world: AwsWorld) -> None:
     # GIVEN a task whose transfer failed for good
     token = world.callback_token
@@ -168,11 +184,12 @@ def test_callback_for_transfer_failed_task_queues_it_again(world: AwsWorld) -> N
     store.acquire_lease("task-1", "w", 60)
     store.mark_transfer_failed("task-1", "w", "link expired")
     world.queued_messages()
-    # WHEN the provider calls back again with a fresh link
+    # WHEN the provider calls back again, naming another link
     invoke(signed_callback(SUCCESS, token=token, body=success_body(url="https://cdn.example.com/new.mp4")))
-    # THEN the task is RECEIVED again with the new URL and a new transfer is queued
+    # THEN the task is RECEIVED again and a new transfer is queued, with the first URL: no
+    # callback changes a task's video_url (only the provider's record-info may)
     item = record(world, "task-1")
-    assert item["status"] == "RECEIVED" and item["video_url"] == "https://cdn.example.com/new.mp4"
+    assert item["status"] == "RECEIVED" and item["video_url"] == "https://cdn.example.com/v/1.mp4"
     assert len(world.queued_messages()) == 1
 
 
@@ -396,10 +413,10 @@ def test_unreachable_queue_answers_500_and_the_retry_queues(world: AwsWorld) -> 
     assert invoke(event)[0] == 500
     assert record(world, "taskId_774b9aa0422f")["status"] == "RECEIVED"
     assert world.queued_messages() == []
-    # WHEN SQS is back and the provider retries THEN the transfer is queued, once
+    # WHEN SQS is back and the provider retries (each retry signed afresh) THEN the transfer is queued, once
     queue.queue_url = good_url
-    assert invoke(event)[0] == 200
-    assert invoke(event)[0] == 200
+    assert invoke(signed_callback(SUCCESS, token=world.callback_token))[0] == 200
+    assert invoke(signed_callback(SUCCESS, token=world.callback_token))[0] == 200
     assert len(world.queued_messages()) == 1
     assert record(world, "taskId_774b9aa0422f")["callbacks"] == 3
 

@@ -183,9 +183,9 @@ VIDEO = StoredVideo("bucket", "videos/t-1.mp4", "v1", "ab" * 32, 10, 4.0004, 108
 WRITES = [
     ("lease", LEASE_FROM, plan_lease("w", NOW, 120)),
     ("stored", LEASED_FROM, plan_stored(VIDEO, NOW)),
-    ("retry", LEASED_FROM, plan_retry("dropped", NOW)),
+    ("retry", LEASED_FROM, plan_retry("dropped", NOW, poll_after=POLL_AFTER)),
     ("transfer failed", LEASED_FROM, plan_transfer_failed("expired", NOW)),
-    ("redrive", REDRIVE_FROM, plan_redrive(NOW)),
+    ("redrive", REDRIVE_FROM, plan_redrive(NOW, poll_after=POLL_AFTER)),
     ("submitted", (None,), plan_submitted("a-1", NOW, poll_after=POLL_AFTER)),
 ]
 
@@ -203,10 +203,17 @@ def test_the_table_ends_at_the_final_statuses() -> None:
     assert not may_move(S.STORED, S.RECEIVED) and not may_move(S.GENERATION_FAILED, S.RECEIVED)
 
 
-def test_marking_queued_changes_no_status_and_stops_polling() -> None:
-    change = plan_queued()
-    assert change.status is None and change.sets == {"transfer_queued": True}
-    assert change.removes == {"poll_partition", "poll_due"}
+def test_marking_queued_changes_no_status_and_keeps_a_due_time() -> None:
+    # A queued message is a way forward only while it exists: reconcile looks again once it
+    # should have been picked up (docs/task-record.md "Nothing is stuck").
+    change = plan_queued(NOW, poll_after=POLL_AFTER)
+    assert change.status is None
+    assert change.sets == {
+        "transfer_queued": True,
+        "poll_partition": POLL_PARTITION,
+        "poll_due": int(NOW) + 300,
+    }
+    assert change.removes == set()
     assert set(QUEUED_FROM) == {S.RECEIVED, S.TRANSFERRING}
 
 

@@ -471,10 +471,12 @@ def test_reconcile_polls_at_most_every_45_seconds_then_queues(aws: AwsWorld, fp:
     item = svc.store.get(TASK)
     assert item["status"] == "RECEIVED" and item["video_url"] == url and item["transfer_queued"] is True
     assert item["callbacks"] == 0 and item["audio_id"] == AUDIO
-    assert "poll_due" not in item
-    # AND it is never polled again
+    # (due again only in case its message is never picked up: RECONCILE_AFTER_SECONDS, at least 60 s)
+    assert item["poll_due"] == int(clock.now) + 60
+    # AND the provider is never polled again
     clock.now += 3600
     assert run_reconcile()["polled"] == 0
+    assert record_info_calls(fp, TASK) == 2
 
 
 def test_a_task_whose_callback_never_arrives_is_stored_by_reconcile_alone(
@@ -564,18 +566,45 @@ def test_a_received_task_whose_transfer_was_never_queued_is_queued(aws: AwsWorld
 
 
 def test_a_task_no_longer_waiting_is_dropped_from_the_index_unasked(aws: AwsWorld, fp: FakeProvider) -> None:
-    # GIVEN a task still in the poll index but already being copied
+    # GIVEN a task still in the poll index (as an index read lagging a write would show it),
+    # though it is already stored
     svc = use(aws, fp, "ReconcileFunction")
     svc.store.record_callback(Callback(200, "ok", TASK, "https://cdn.example.com/videos/v.mp4"))
-    assert svc.store.acquire_lease(TASK, "worker", 60) is not None
+    store = svc.store
+    store.client.update_item(
+        TableName=store.table_name,
+        Key={"task_id": {"S": TASK}},
+        UpdateExpression="SET #st = :stored",
+        ExpressionAttributeNames={"#st": "status"},
+        ExpressionAttributeValues={":stored": {"S": "STORED"}},
+    )
     # WHEN reconcile runs
     report = run_reconcile()
     # THEN it is dropped from the index without asking the provider, and stays dropped
     assert (report["dropped"], report["polled"], report["errors"]) == (1, 0, [])
     assert fp.requests == []
     item = svc.store.get(TASK)
-    assert item["status"] == "TRANSFERRING" and "poll_partition" not in item and "poll_due" not in item
+    assert item["status"] == "STORED" and "poll_partition" not in item and "poll_due" not in item
     assert run_reconcile()["dropped"] == 0
+
+
+def test_a_task_being_copied_is_not_polled(aws: AwsWorld, fp: FakeProvider) -> None:
+    # GIVEN a task whose worker holds a live lease, due (its lease could have ended by now)
+    svc = use(aws, fp, "ReconcileFunction")
+    clock = Clock(time.time())
+    svc.store.clock = clock
+    svc.store.record_callback(Callback(200, "ok", TASK, "https://cdn.example.com/videos/v.mp4"))
+    assert svc.store.acquire_lease(TASK, "worker", 60) is not None
+    clock.now += 90
+    svc.store.report_progress(TASK, "worker", 10, 100, 60)
+    clock.now += 30
+    # WHEN reconcile runs
+    report = run_reconcile()
+    # THEN the provider is not asked, nothing is queued, and it looks again after the lease
+    assert (report["deferred"], report["polled"], report["recovered"]) == (1, 0, 0)
+    assert fp.requests == [] and queued_tasks(aws) == []
+    item = svc.store.get(TASK)
+    assert item["status"] == "TRANSFERRING" and item["poll_due"] == item["lease_expires"] + 60
 
 
 def due_tasks(
@@ -684,15 +713,18 @@ def test_provider_timeouts_back_off_and_do_not_fail(aws: AwsWorld, fp: FakeProvi
         assert item["status"] == "SUBMITTED" and item["poll_due"] == int(clock.now) + BACKOFF_SECONDS
 
 
-def test_reconcile_without_an_api_key_is_idle(aws: AwsWorld, fp: FakeProvider) -> None:
-    # GIVEN a due task but no provider key
+def test_reconcile_without_an_api_key_asks_nothing_and_waits_for_the_callback(
+    aws: AwsWorld, fp: FakeProvider
+) -> None:
+    # GIVEN a due submitted task but no provider key
     svc = use(aws, fp, "ReconcileFunction", PROVIDER_API_KEY="")
     (task_id,) = due_tasks(svc, fp, 1, "idle")
-    before = svc.store.get(task_id)
-    # WHEN reconcile runs THEN it is idle, calls nothing, changes nothing
-    assert run_reconcile() == {"idle": True}
+    # WHEN reconcile runs THEN it calls nothing, and looks again only when the 14 days are over
+    report = run_reconcile()
+    assert (report["polled"], report["deferred"]) == (0, 1)
     assert fp.requests == []
-    assert svc.store.get(task_id) == before
+    item = svc.store.get(task_id)
+    assert item["status"] == "SUBMITTED" and item["poll_due"] >= time.time() + 14 * 86400 - 60
 
 
 def test_a_thousand_due_tasks_are_polled_once_each_without_a_scan(aws: AwsWorld, fp: FakeProvider) -> None:

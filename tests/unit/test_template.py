@@ -40,7 +40,8 @@ def test_every_function_runs_from_its_template_handler(aws: AwsWorld, function: 
     elif function == "TransferFunction":
         assert answer == {"batchItemFailures": []}
     else:
-        assert answer == {"idle": True}
+        # with or without a provider API key it looks at the due tasks: none yet
+        assert answer["recovered"] == answer["polled"] == 0 and answer["errors"] == []
 
 
 def _statements(spec: dict) -> list[dict]:
