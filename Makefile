@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := handler:.
 
-.PHONY: test lint types unit integration serve demo bench reliability callback-url redrive clean lock build sizes
+.PHONY: test lint types unit integration serve demo bench reliability callback-url redrive clean lock build sizes console-screenshot
 
 # The development venv, from the dev lock only (every package pinned with its hash).
-$(BIN)/.installed: requirements-dev.txt
+# Then the project itself, editable, for the `videohook` command (.venv/bin/videohook; docs/cli.md).
+$(BIN)/.installed: requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 # Lock files (uv, with hashes) from the loose requirements*.in:
@@ -96,10 +98,18 @@ bench: $(BIN)/.installed
 reliability: $(BIN)/.installed
 	$(BIN)/python -m tests.reliability
 
-# Operations on a deployed stack (STACK=name) or, without STACK, the local stack.
+# The owner's `videohook` command (docs/cli.md) on a deployed stack (STACK=name [REGION=r]) or,
+# without STACK, on the local stack of `make serve` (LOCAL_API, default http://127.0.0.1:3000).
+LOCAL_API ?= http://127.0.0.1:$(or $(API_PORT),3000)
+VIDEOHOOK_TARGET = $(if $(STACK),--stack "$(STACK)" $(if $(REGION),--region "$(REGION)"),--local "$(LOCAL_API)")
+
 callback-url: $(BIN)/.installed
-	@test -n "$(STACK)" || { echo "usage: make callback-url STACK=<stack name>"; exit 2; }
-	@$(BIN)/python -m infra.callback_url --stack "$(STACK)"
+	@$(BIN)/videohook callback-url $(VIDEOHOOK_TARGET)
 
 redrive: $(BIN)/.installed
-	$(BIN)/python -m infra.redrive $(if $(STACK),--stack "$(STACK)",)
+	@$(BIN)/videohook redrive $(VIDEOHOOK_TARGET)
+
+# The console's picture in docs/ (shown in the README), taken by headless chromium from a local
+# stack with a few tasks (infra/local/browser.py). Needs `chromium` (apt-get install chromium).
+console-screenshot: $(BIN)/.installed
+	$(BIN)/python -m infra.local.browser docs/console.png

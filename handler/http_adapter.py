@@ -19,6 +19,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from videohook.errors import ProviderError, VideohookError
+from videohook.submit import ProviderNotConfigured
 
 RETRY_LATER = "the request could not be completed, retry later"
 Handler = Callable[..., Response[Any]]
@@ -32,7 +33,9 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
 
 def error_body(error: VideohookError) -> dict[str, Any]:
     """The answer to a core error: its machine code, and its words unless it is our fault."""
-    message = error.message if error.status < 500 else RETRY_LATER
+    # A 5xx says "retry later" unless retrying cannot help: submits on a stack without a provider key.
+    shown = error.status < 500 or isinstance(error, ProviderNotConfigured)
+    message = error.message if shown else RETRY_LATER
     body: dict[str, Any] = {"error": error.code, "message": message}
     if isinstance(error, ProviderError):
         # Provider errors answer 502 with the provider's code and message. The client's

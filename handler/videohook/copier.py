@@ -250,7 +250,7 @@ class VideoCopier:
                         pending -= self.part_bytes
                         upload.wait_for_room()
                     if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
-                        progress(stream.received, stream.content_length)
+                        progress(_in_progress(stream.received, stream.content_length), stream.content_length)
                         last_report = self.clock()
                 info = checker.finish()
                 if stream.content_length is not None and stream.received != stream.content_length:
@@ -260,7 +260,7 @@ class VideoCopier:
                     )
                 if pending:
                     upload.add_part(PartBody(_take_first(pieces, pending)))
-                progress(stream.received, stream.content_length)
+                progress(_in_progress(stream.received, stream.content_length), stream.content_length)
                 completed = upload.complete()
         finally:
             stream.close()
@@ -289,6 +289,18 @@ class VideoCopier:
             raise VideoRejected(
                 f"the video is over the limit of {self.max_bytes} bytes", code="video_too_large"
             )
+
+
+def _in_progress(received: int, content_length: int | None) -> int:
+    """Bytes to show while the copy runs: never the whole length before S3 has the object.
+
+    Every byte may have been read while the last parts and the completion are still being
+    sent; 100% (bytes_transferred == content_length) is written with the STORED record only
+    (docs/task-record.md).
+    """
+    if content_length is None:
+        return received
+    return min(received, max(content_length - 1, 0))
 
 
 def _take_first(pieces: list[bytes | memoryview], size: int) -> list[bytes | memoryview]:

@@ -27,7 +27,9 @@ MAX_FIELD_CHARS = 256
 
 
 class ProviderNotConfigured(VideohookError):
-    status = 503
+    """Submitting is off on this stack: 501, since no retry can help until it is configured."""
+
+    status = 501
     code = "provider_not_configured"
     retryable = False
 
@@ -75,7 +77,11 @@ def submit(
 ) -> tuple[dict[str, Any], bool]:
     """Record and send the task; (record, sent). A known task is answered as it is, unsent."""
     if provider is None:
-        raise ProviderNotConfigured("no provider API key is configured, so tasks cannot be submitted")
+        raise ProviderNotConfigured(
+            "no provider API key is configured, so this stack cannot submit tasks: deploy with the "
+            "ProviderApiKey parameter, or set PROVIDER_API_KEY (or LOCAL_FAKE_PROVIDER=true) for the "
+            "local stack (docs/configuration.md)"
+        )
     record, created = store.record_submitted(request.task_id, request.audio_id)
     if not created:
         logger.info("task already known; not sent again", extra={"task_status": record.get("status")})

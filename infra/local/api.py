@@ -8,6 +8,8 @@ out: IAM authorisation (docs/api.md: the local stack does not check it), throttl
 (`/Prod/callbacks`), so a deployed URL works locally with only the host changed.
 
 `GET /health` belongs to the local stack, not the template: 200 once everything is up.
+So do the local-only pages (`pages`): the console at `/` and `GET /_local/stack`, the
+stack's own description for the `videohook` command (docs/local-stack.md).
 """
 
 from __future__ import annotations
@@ -105,8 +107,10 @@ class LocalApi:
         region: str,
         account: str,
         health: Callable[[], tuple[int, dict[str, Any]]],
+        pages: dict[str, Callable[[], tuple[str, bytes]]] | None = None,
     ) -> None:
         self.routes = routes
+        self.pages = pages or {}
         self.stage = stage
         self.region = region
         self.account = account
@@ -210,6 +214,9 @@ class LocalApi:
             return (*_gateway_error(503, "the local stack is starting or stopping"), "gateway")
         if path == f"/{self.stage}" or path.startswith(f"/{self.stage}/"):
             path = path[len(self.stage) + 1 :] or "/"
+        if path in self.pages and method in ("GET", "HEAD") and self.match(method, path) is None:
+            content_type, data = self.pages[path]()
+            return 200, {"Content-Type": [content_type], "Cache-Control": ["no-store"]}, data, "local"
         found = self.match(method, path)
         if found is None:
             # What API Gateway answers for a path or method that no resource declares.

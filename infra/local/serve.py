@@ -20,6 +20,11 @@ api.py, triggers.py). Configured by docs/configuration.md's variables (environme
                                 2 x TRANSFER_LEASE_SECONDS + 4; otherwise the queue's own)
     LOCAL_FAULTS                true: inject AWS faults on request (POST /_local/faults on the
                                 AWS port; see faults.py). Local testing only.
+    LOCAL_FAKE_PROVIDER         true: submits go to the project's fake provider, which calls
+                                back with a bundled video (fake_provider.py). Local only.
+
+Besides the template's routes the API serves the console at `/` (console.html) and
+`GET /_local/stack`, what the `videohook --local` command needs to know (stack_document).
 
 Ctrl-C or SIGTERM stops everything cleanly and exits 0; the same signal arriving again
 while it stops (as it does when `make serve` forwards a process-group SIGTERM) is ignored.
@@ -63,6 +68,7 @@ from infra.local.worker import WorkerPool, default_visibility_seconds, min_visib
 from infra.template import ROOT, Stack
 
 HOST = "127.0.0.1"
+CONSOLE = ROOT / "infra" / "local" / "console.html"
 PREFIX = "videohook"
 STOP_TIMEOUT_SECONDS = 10
 POLL_SECONDS = 0.1  # how often the servers look for a shutdown request
@@ -106,6 +112,7 @@ class LocalSettings:
     transfer_processes: int = 0
     visibility_seconds: int | None = None
     faults: bool = False
+    fake_provider: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> LocalSettings:
@@ -119,6 +126,7 @@ class LocalSettings:
             transfer_processes=_int_env(env, "LOCAL_TRANSFER_PROCESSES", 0) or 0,
             visibility_seconds=_int_env(env, "LOCAL_VISIBILITY_SECONDS", None, minimum=1),
             faults=_bool_env(env, "LOCAL_FAULTS"),
+            fake_provider=_bool_env(env, "LOCAL_FAKE_PROVIDER"),
         )
 
 
@@ -223,8 +231,11 @@ class LocalStack:
         self.triggers_started = False
         self.outputs: dict[str, str] = {}
         routes, stage = routes_of(self.stack, self.functions)
-        self.api = LocalApi(routes, stage, region, self.stack.account, self.health)
+        pages = {"/": self.console_page, "/_local/stack": self.stack_page}
+        self.api = LocalApi(routes, stage, region, self.stack.account, self.health, pages)
         self.http: ApiServer | None = None
+        self.function_settings: Any = None
+        self.fake_provider_url: str | None = None
 
     # --- start -------------------------------------------------------------------------
 
@@ -247,7 +258,7 @@ class LocalStack:
         self._create_resources()
         # Powertools warns on every invocation that adds no metric; locally that is noise.
         warnings.filterwarnings("ignore", "No application metrics to publish")
-        settings = self._check_configuration()
+        settings = self.function_settings = self._check_configuration()
         self._check_visibility(settings.lease_seconds)
         for function in self.functions:
             try:
@@ -461,6 +472,7 @@ class LocalStack:
         callback = f"{base}/callbacks" + (f"?token={token}" if token else "")
         rows = [
             ("API", f"{base}  (also under /{self.api.stage}; GET /health)"),
+            ("console", f"{base}/  (the tasks, progress and a player; videohook --local {base} ...)"),
             ("callback URL", callback),
             ("AWS endpoint", f"{endpoint}  (aws --endpoint-url {endpoint} ...; dummy keys 'testing')"),
             *((name, value) for name, value in self.outputs.items() if name != "ApiBaseUrl"),
@@ -486,6 +498,10 @@ class LocalStack:
                     f"failed messages retried after {retry} s{visibility}",
                 )
             )
+        if self.fake_provider_url:
+            rows.append(
+                ("provider", f"{self.fake_provider_url}  (LOCAL_FAKE_PROVIDER: the fake, calls back)")
+            )
         if self.settings.faults:
             rows.append(("faults", f"LOCAL_FAULTS on: POST {endpoint}/_local/faults (local testing only)"))
         rows += [(s.function.tag, f"every {s.period:g} s") for s in self.schedulers]
@@ -509,6 +525,33 @@ class LocalStack:
                 "NO CALLBACK AUTHENTICATION (CALLBACK_TOKEN empty, no WEBHOOK_HMAC_KEYS): "
                 "anyone who can reach the API is believed"
             )
+
+    # --- local-only pages ----------------------------------------------------------------
+
+    def console_page(self) -> tuple[str, bytes]:
+        return "text/html; charset=utf-8", CONSOLE.read_bytes()
+
+    def stack_document(self) -> dict[str, Any]:
+        """What `videohook --local` needs: the same outputs as a deployed stack, and its secrets.
+
+        Served on 127.0.0.1 only, by a stack whose state and secrets are this machine's own
+        (docs/local-stack.md). The callback token and HMAC key are the ones the functions use.
+        """
+        settings = self.function_settings
+        keys = list(getattr(settings, "hmac_keys", None) or [])
+        return {
+            "api": f"http://{HOST}:{self.api_port}",
+            "stage": self.api.stage,
+            "aws_endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+            "region": self.stack.region,
+            "outputs": self.outputs,
+            "callback_token": getattr(settings, "callback_token", None) or None,
+            "hmac_key": keys[0] if keys else None,
+            "fake_provider": self.fake_provider_url,
+        }
+
+    def stack_page(self) -> tuple[str, bytes]:
+        return "application/json", json.dumps(self.stack_document()).encode()
 
     # --- health and stop ---------------------------------------------------------------
 
@@ -598,8 +641,14 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     stack: LocalStack | None = None
+    provider: Any = None
     try:
-        stack = LocalStack(LocalSettings.from_env(user_env), user_env)
+        settings = LocalSettings.from_env(user_env)
+        if settings.fake_provider:
+            provider = _start_fake_provider(user_env)
+        stack = LocalStack(settings, user_env)
+        if provider is not None:
+            stack.fake_provider_url = provider.provider.base_url
         stack.start()
     except Exception as error:
         if isinstance(error, StartError):
@@ -608,12 +657,34 @@ def main() -> int:
             log.exception("the local stack could not start")
         if stack is not None:
             stack.stop()
+        if provider is not None:
+            provider.stop()
         return 1
     while not stopping.wait(0.5):
         pass
     stack.stop()
+    if provider is not None:
+        provider.stop()
     log.info("stopped")
     return 0
+
+
+def _start_fake_provider(user_env: dict[str, str]) -> Any:
+    """LOCAL_FAKE_PROVIDER=true: start it and point the stack's provider settings at it."""
+    from infra.local.fake_provider import FakeProviderService
+
+    try:
+        provider = FakeProviderService(user_env)
+    except ValueError as error:
+        raise StartError(str(error)) from None
+    user_env.update(provider.start())
+    os.environ["VIDEO_SOURCE_ALLOW_PRIVATE"] = "true"
+    log.warning(
+        "LOCAL_FAKE_PROVIDER: submits go to the fake provider at %s, which calls back with a bundled "
+        "video served from 127.0.0.1 (VIDEO_SOURCE_ALLOW_PRIVATE=true); local development only",
+        provider.provider.base_url,
+    )
+    return provider
 
 
 if __name__ == "__main__":

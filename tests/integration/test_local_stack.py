@@ -96,8 +96,14 @@ def provider() -> Iterator[FakeProvider]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[str]]:
     """`make demo`'s script, started before the stack below so the two run side by side."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "handler"), str(ROOT)])}
-    with open(tmp_path_factory.mktemp("demo") / "demo.log", "w+") as out:
+    folder = tmp_path_factory.mktemp("demo")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "handler"), str(ROOT)]),
+        "DEMO_OUTPUT": str(folder / "archived.mp4"),
+        "DEMO_LOG": str(folder / "stack.log"),
+    }
+    with open(folder / "demo.log", "w+") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "infra.local.demo"],
             cwd=ROOT,
@@ -385,7 +391,17 @@ def test_demo_script_exits_zero(demo: subprocess.Popen[str]) -> None:
     demo.log.seek(0)  # type: ignore[attr-defined]
     output = demo.log.read()  # type: ignore[attr-defined]
     assert code == 0, output[-4000:]
-    assert "stored object matches the source" in output and "stack stopped (exit 0)" in output
+    assert "settings used:" in output and "CALLBACK_TOKEN" in output and "WEBHOOK_HMAC_KEYS" in output
+    assert "the archived video is the source video, byte for byte" in output
+    assert "stack stopped (exit 0)" in output
+    # AND the archived video is left in the file it names, identical to the bundled sample
+    saved = next(
+        line.split("saved ", 1)[1].split(" (", 1)[0]
+        for line in output.splitlines()
+        if line.startswith("saved ")
+    )
+    assert f"watch the archived video: {saved}" in output
+    assert Path(saved).read_bytes() == (ROOT / "tests" / "fixtures" / "faststart.mp4").read_bytes()
 
 
 def test_sigterm_stops_everything_and_leaves_no_process(stack: Running) -> None:

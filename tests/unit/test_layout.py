@@ -22,7 +22,9 @@ ALLOWED = {
     "testkit": {"handler", "testkit"},
     "infra": {"handler", "testkit", "infra"},
     "bench": {"handler", "testkit", "infra", "bench"},
-    "tests": {"handler", "testkit", "infra", "bench", "tests"},
+    "tests": {"handler", "testkit", "infra", "bench", "tests", "videohook_cli"},
+    # The `videohook` command: the core it shares with the functions, never the tools around them.
+    "videohook_cli": {"handler", "videohook_cli"},
 }
 # Imports that start processes or the local stack: integration tests only.
 SPAWNING = {"subprocess", "multiprocessing", "infra.local.harness", "infra.local.serve", "infra.local.worker"}

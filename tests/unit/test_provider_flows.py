@@ -331,10 +331,17 @@ def test_a_submit_whose_answer_timed_out_is_kept_for_reconcile(aws: AwsWorld, fp
     assert svc.store.get(TASK)["status"] == "SUBMITTED"
 
 
-def test_submit_without_an_api_key_answers_503(aws: AwsWorld, fp: FakeProvider) -> None:
+def test_submit_without_an_api_key_answers_501_saying_how_to_configure_one(
+    aws: AwsWorld, fp: FakeProvider
+) -> None:
+    # GIVEN a stack with no provider API key
     svc = use(aws, fp, "TasksFunction", PROVIDER_API_KEY="")
+    # WHEN a task is submitted
     status, body = post_task()
-    assert (status, body["error"]) == (503, "provider_not_configured")
+    # THEN 501 (no retry helps) with a message naming the settings to configure, not "retry later"
+    assert (status, body["error"]) == (501, "provider_not_configured")
+    assert "PROVIDER_API_KEY" in body["message"] and "ProviderApiKey" in body["message"]
+    assert "retry" not in body["message"]
     assert fp.requests == []
     assert svc.store.get(TASK) is None
 

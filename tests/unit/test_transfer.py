@@ -436,6 +436,45 @@ def test_large_video_is_sent_in_crc32_checked_parts(rig: Rig) -> None:
     assert attributes.get("ObjectParts", {}).get("TotalPartsCount", 3) == 3
 
 
+def test_progress_reaches_the_whole_length_only_once_the_object_is_stored(rig: Rig, monkeypatch) -> None:
+    # GIVEN a 11 MiB video sent in 5 MiB parts, with progress written after every chunk read
+    monkeypatch.setattr("videohook.copier.PROGRESS_EVERY_SECONDS", 0)
+    rig.configure(TRANSFER_PART_BYTES=str(5 * MIB))
+    video = streamed_mp4(11 * MIB)
+    rig.receive(rig.server.add("/progress.mp4", video))
+    seen: list[tuple[str, int, int | None]] = []
+
+    def snapshot(what: str) -> Callable[..., None]:
+        def look(**_: Any) -> None:
+            task = rig.task()
+            seen.append((what, int(task["bytes_transferred"]), task.get("content_length")))
+
+        return look
+
+    s3 = services.services().s3
+    hooks = {
+        "before-call.s3.UploadPart": snapshot("part"),
+        "before-call.s3.CompleteMultipartUpload": snapshot("complete"),
+    }
+    for event, hook in hooks.items():
+        s3.meta.events.register(event, hook)
+    try:
+        # WHEN its message is delivered
+        failures = rig.deliver()
+    finally:
+        for event, hook in hooks.items():
+            s3.meta.events.unregister(event, hook)
+    # THEN while parts and the completion were being sent, the record never showed 100%
+    assert failures == []
+    assert [what for what, _, _ in seen].count("complete") == 1
+    assert seen[-1][0] == "complete" and seen[-1][1] > 10 * MIB  # all read, the last part sent
+    assert all(done < total for _, done, total in seen if total is not None)
+    assert all(total == video.size for _, _, total in seen[1:])
+    # AND the stored record shows the whole video transferred
+    task = rig.assert_stored(TASK, generated_sha256(video), video.size)
+    assert task["bytes_transferred"] == task["content_length"] == video.size
+
+
 # --- dropped connections ------------------------------------------------------------------
 
 
