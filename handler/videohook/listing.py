@@ -32,10 +32,8 @@ from typing import Any
 from videohook.errors import BadRequest
 from videohook.lifecycle import LIST_PARTITION, LIST_PARTITION_ATTRIBUTE, TaskStatus, public_record
 from videohook.models import TASK_ID_PATTERN
-from videohook.store import TaskStore
+from videohook.store import ALL_INDEX, STATUS_INDEX, TaskStore
 
-ALL_INDEX = "by-updated"
-STATUS_INDEX = "by-status"
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 MAX_CURSOR_CHARS = 1024

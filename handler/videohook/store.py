@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 # The sparse index reconcile reads: only tasks waiting for the provider carry its keys.
 POLL_INDEX = "poll-due"
+# The archive list's indexes (listing.py): every task by its last change, and by status.
+ALL_INDEX = "by-updated"
+STATUS_INDEX = "by-status"
 OPTIMISTIC_RETRIES = 8
 # Upper bound of the random pause after the n-th lost race: 10 ms, 20 ms, 40 ms, ...
 CONFLICT_BACKOFF_SECONDS = 0.01
@@ -297,17 +300,19 @@ class TaskStore:
         return self._update(task_id, change, condition, values) is not None
 
     def failed_transfers(self) -> list[str]:
-        """Every TRANSFER_FAILED task id. A scan: for an operator's occasional redrive only."""
+        """Every TRANSFER_FAILED task id, for an operator's redrive: a Query of the list's
+        `by-status` index (listing.py), never a scan, so its cost is the failed tasks'."""
         task_ids: list[str] = []
         kwargs: dict[str, Any] = {
-            "FilterExpression": "#st = :failed",
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#st = :failed",
             "ExpressionAttributeNames": {"#st": "status"},
             "ExpressionAttributeValues": {":failed": {"S": TaskStatus.TRANSFER_FAILED.value}},
             "ProjectionExpression": "task_id",
         }
         while True:
-            with _faults("scan"):
-                answer = self.client.scan(TableName=self.table_name, **kwargs)
+            with _faults("query"):
+                answer = self.client.query(TableName=self.table_name, **kwargs)
             task_ids += [item["task_id"]["S"] for item in answer.get("Items", [])]
             if "LastEvaluatedKey" not in answer:
                 return task_ids

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.client import BaseClient
 from botocore.credentials import Credentials
 
 from tests.conftest import HMAC_KEY, AwsWorld
@@ -45,6 +46,8 @@ def deployed_stack(aws: AwsWorld, name: str = "vh") -> dict[str, str]:
         "TransferQueueUrl": aws.output("TransferQueue"),
         "TransferDeadLetterQueueUrl": aws.output("TransferDeadLetterQueue"),
         "VideosBucketName": aws.output("VideosBucket"),
+        "AlarmTopicArn": aws.output("AlarmTopic"),
+        "EventsDeadLetterQueueUrl": aws.output("EventsDeadLetterQueue"),
     }
     assert set(outputs) == set(aws.stack.template["Outputs"])
     template = {
@@ -166,8 +169,18 @@ def test_tasks_calls_are_signed_with_sigv4_for_execute_api(aws: AwsWorld) -> Non
     assert not sigv4_verifies("GET", url + "0", headers, b"", credentials, "us-east-1")
 
 
+def _refusing_scans(call: Any) -> Any:
+    """The SDK's own call, refusing a DynamoDB Scan: failed tasks are found through an index."""
+
+    def make_api_call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        assert operation != "Scan", f"a table scan: {params}"
+        return call(client, operation, params)
+
+    return make_api_call
+
+
 def test_redrive_moves_dead_letters_and_requeues_failed_tasks(
-    aws: AwsWorld, capsys: pytest.CaptureFixture[str]
+    aws: AwsWorld, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a deployed stack with one dead-lettered message and one TRANSFER_FAILED task
     deployed_stack(aws)
@@ -178,7 +191,8 @@ def test_redrive_moves_dead_letters_and_requeues_failed_tasks(
     store.record_callback(Callback(200, "ok", "failed-1", "https://cdn.example.com/v.mp4"))
     assert store.acquire_lease("failed-1", "w", 60) is not None
     store.mark_transfer_failed("failed-1", "w", "the source answered 503")
-    # WHEN the owner redrives
+    # WHEN the owner redrives (every AWS call it makes is watched: a Scan fails the test)
+    monkeypatch.setattr(BaseClient, "_make_api_call", _refusing_scans(BaseClient._make_api_call))
     code, out, _ = run(capsys, "redrive", "--stack", "vh", "--region", "us-east-1")
     # THEN both are on the transfer queue, the dead-letter queue is empty, the task is RECEIVED
     assert code == 0
