@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from videohook.errors import ConfigError
-from videohook.policy import SourcePolicy
+from videohook.policy import SourcePolicy, is_host_pattern
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -93,6 +93,17 @@ def _secrets_provider() -> SecretsProvider:
     return SecretsProvider(boto3_client=aws.client("secretsmanager"))
 
 
+def _hosts_allowed(env: Mapping[str, str]) -> tuple[str, ...]:
+    """VIDEO_HOSTS_ALLOWED: host names, `*.example.com` patterns or IP addresses, checked."""
+    hosts = _list(env.get("VIDEO_HOSTS_ALLOWED", ""))
+    for host in hosts:
+        if not is_host_pattern(host):
+            raise ConfigError(
+                f"VIDEO_HOSTS_ALLOWED must list host names or *.example.com patterns, got {host[:60]!r}"
+            )
+    return tuple(h.lower() for h in hosts)
+
+
 def _secret(arn: str, name: str) -> str:
     """Fetch a Secrets Manager value through Powertools Parameters (cached per container)."""
     try:
@@ -147,7 +158,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         signature_tolerance_seconds=_int(env, "SIGNATURE_TOLERANCE_SECONDS", 300, minimum=1),
         source_policy=SourcePolicy(
             allow_private=_bool(env, "VIDEO_SOURCE_ALLOW_PRIVATE", False),
-            hosts_allowed=tuple(h.lower() for h in _list(env.get("VIDEO_HOSTS_ALLOWED", ""))),
+            hosts_allowed=_hosts_allowed(env),
         ),
         max_video_bytes=_int(env, "MAX_VIDEO_BYTES", 2 * 1024 * MIB, minimum=1),
         transfer_part_bytes=part_bytes,

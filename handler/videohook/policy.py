@@ -14,6 +14,7 @@ checks so that tests and the local stack can fetch from a plain-http server on l
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
@@ -164,6 +165,23 @@ def _host_allowed(host: str, patterns: Iterable[str]) -> bool:
         elif host == pattern:
             return True
     return False
+
+
+def is_host_pattern(raw: str) -> bool:
+    """True for what VIDEO_HOSTS_ALLOWED may hold: a host name, "*.example.com", or an IP address.
+
+    Why: anything else (a URL, a path, a port, "*cdn.example.com") matches no host, so every
+    callback would be refused; the configuration check fails it at start-up instead.
+    """
+    pattern = raw.strip().lower().rstrip(".")
+    if pattern.startswith("[") and pattern.endswith("]"):
+        pattern = pattern[1:-1]
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(pattern)
+        return True
+    if pattern.startswith("*."):
+        pattern = pattern[2:]
+    return 0 < len(pattern) <= 253 and bool(_HOSTNAME_RE.match(pattern))
 
 
 def check_host(host: str, policy: SourcePolicy) -> str:
