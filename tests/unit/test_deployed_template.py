@@ -252,6 +252,19 @@ def test_the_api_stage_neither_traces_nor_logs_the_callback_token() -> None:
     json.loads(properties["AccessLogSetting"]["Format"])
 
 
+def test_the_api_has_one_stage_the_one_whose_settings_keep_the_token_out() -> None:
+    # GIVEN the API as SAM deploys it
+    resources = transformed()
+    # THEN its one deployment makes no stage of its own (SAM's "Stage" stage, which would
+    # serve every route again without the Prod stage's throttling and settings)
+    for name, deployment in of_type(resources, "AWS::ApiGateway::Deployment").items():
+        assert "StageName" not in deployment["Properties"], name
+    # AND the only stage is the configured one
+    (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["StageName"] == "Prod"
+    assert stage["Properties"]["MethodSettings"][0]["ThrottlingRateLimit"] > 0
+
+
 def test_the_functions_trace_themselves() -> None:
     for name, function in of_type(transformed(), "AWS::Lambda::Function").items():
         assert function["Properties"]["TracingConfig"] == {"Mode": "Active"}, name
