@@ -234,6 +234,38 @@ def test_the_sqs_event_source_keeps_batch_size_partial_failures_and_maximum_conc
     assert properties["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "TransferMaximumConcurrency"}}
 
 
+# --- alarms that watch what AWS reports -----------------------------------------------------
+
+
+def test_a_callback_answered_5xx_by_api_gateway_itself_is_alarmed_on() -> None:
+    # GIVEN the deployed stack, and the alarm on API Gateway's own 5xx count
+    resources = transformed()
+    alarms = [
+        a["Properties"]
+        for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == "AWS/ApiGateway"
+    ]
+    (alarm,) = [a for a in alarms if a["MetricName"] == "5XXError"]
+    dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    # THEN its dimensions are the ones API Gateway publishes per method for the callback
+    # route (a dimension that differs draws nothing and never fires): the API's name...
+    (api,) = of_type(resources, "AWS::ApiGateway::RestApi").values()
+    assert dimensions["ApiName"] == api["Properties"]["Name"]
+    # ...its stage, with per-method (detailed) metrics on for every route...
+    (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
+    assert dimensions["Stage"] == stage["Properties"]["StageName"]
+    assert any(
+        s["ResourcePath"] == "/*" and s["HttpMethod"] == "*" and s["MetricsEnabled"] is True
+        for s in stage["Properties"]["MethodSettings"]
+    )
+    # ...and the callback route's path and method
+    assert set(dimensions) == {"ApiName", "Stage", "Resource", "Method"}
+    assert dimensions["Resource"] == "/callbacks" and dimensions["Method"] == "POST"
+    assert "post" in api_paths(resources)[dimensions["Resource"]]
+    # AND it sends to the alarm topic
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
 # --- secrets out of traces and logs ---------------------------------------------------------
 
 
