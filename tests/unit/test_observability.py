@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import ingest
+import transfer
 from infra.template import ROOT, load_template
 from testkit.lambda_context import LambdaContext
 from tests.conftest import AwsWorld, signed_callback
@@ -221,3 +222,45 @@ def test_an_unexpected_crash_of_the_callback_counts_as_a_callback_fault(
         frozenset((d["Name"], d["Value"]) for d in alarm["Dimensions"]),
     )
     assert watched in emitted_series(capsys.readouterr().out)
+
+
+def test_the_dashboard_and_alarms_name_the_dimensions_powertools_emits(
+    aws: AwsWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the transfer function counting a failure, as deployed (its service and namespace)
+    aws.use_function("TransferFunction")
+
+    capsys.readouterr()
+    transfer.count_failure("link_expired")
+    transfer.metrics.flush_metrics()
+    series = emitted_series(capsys.readouterr().out)
+    # THEN the plain count carries exactly the `service` dimension, as every videohook row
+    # of the dashboard and every videohook alarm names it
+    service = frozenset(
+        {("service", aws.stack.function_environment("TransferFunction")["POWERTOOLS_SERVICE_NAME"])}
+    )
+    assert (NAMESPACE, "TransferFailures", service) in series
+    rows = [
+        row
+        for w in _dashboard()["widgets"]
+        for row in w["properties"]["metrics"]
+        if not isinstance(row[0], dict) and row[0] == NAMESPACE
+    ]
+    for row in rows:
+        names = [part for part in row[2:] if isinstance(part, str)]
+        assert frozenset(zip(names[::2], names[1::2], strict=True)) == service, row
+    for name, alarm in _alarms().items():
+        if alarm["Namespace"] == NAMESPACE:
+            assert frozenset((d["Name"], d["Value"]) for d in alarm["Dimensions"]) == service, name
+    # AND the by-reason count carries `reason` and `service`, the SEARCH schema's dimensions
+    (by_reason,) = [dims for ns, metric, dims in series if metric == "TransferFailuresByReason"]
+    assert ("reason", "link_expired") in by_reason
+    (expression,) = [
+        row[0]["expression"]
+        for w in _dashboard()["widgets"]
+        for row in w["properties"]["metrics"]
+        if isinstance(row[0], dict) and "TransferFailuresByReason" in row[0].get("expression", "")
+    ]
+    (schema,) = re.findall(r"\{([^}]+)\}", expression)
+    namespace, *dimension_names = [part.strip() for part in schema.split(",")]
+    assert namespace == NAMESPACE and set(dimension_names) == {name for name, _ in by_reason}
