@@ -47,6 +47,9 @@ _BUS = re.compile(
     r"[A-Za-z0-9._/-]{1,256}|arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/[A-Za-z0-9._/-]{1,256}"
 )
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+# A query string without a scheme before it ("cdn.example.com/v.mp4?X-Amz-Signature=..."), also
+# URL-encoded ("%3FSignature%3D..."): from the "?" on, it goes.
+_QUERY = re.compile(r"(?<=[^\s?])(?:\?|%3[Ff])(?=[^\s\"'<>]*?(?:=|%3[Dd]))[^\s\"'<>]*")
 _ID_NAMESPACE = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 MAX_TEXT_CHARS = 1000
 
@@ -112,7 +115,8 @@ def decode_image(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def without_urls(text: str | None) -> str | None:
-    """Text for an event: every URL cut to its scheme and host (a signed URL is a secret)."""
+    """Text for an event: every URL cut to its scheme and host, and any other query string cut
+    off (a signed URL is a secret, with or without its scheme)."""
     if text is None:
         return None
 
@@ -120,7 +124,7 @@ def without_urls(text: str | None) -> str | None:
         parts = urlsplit(match.group(0))
         return f"{parts.scheme}://{parts.hostname or ''}/..."
 
-    return _URL.sub(host_only, str(text))[:MAX_TEXT_CHARS]
+    return _QUERY.sub("?...", _URL.sub(host_only, str(text)))[:MAX_TEXT_CHARS]
 
 
 def event_id(task_id: str, status: str, revision: Any, updated_at: Any) -> str:
