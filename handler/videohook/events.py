@@ -49,7 +49,7 @@ _BUS = re.compile(
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 # A query string without a scheme before it ("cdn.example.com/v.mp4?X-Amz-Signature=..."), also
 # URL-encoded ("%3FSignature%3D..."): from the "?" on, it goes.
-_QUERY = re.compile(r"(?<=[^\s?])(?:\?|%3[Ff])(?=[^\s\"'<>]*?(?:=|%3[Dd]))[^\s\"'<>]*")
+_QUERY = re.compile(r"(?<=[^\s?])(?:\?|%3[Ff])(?=[^\s\"'<>()\[\]]*?(?:=|%3[Dd]))[^\s\"'<>()\[\]]*")
 _ID_NAMESPACE = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 MAX_TEXT_CHARS = 1000
 
