@@ -21,6 +21,7 @@ import boto3
 import pytest
 from hypothesis import settings
 from moto import mock_aws
+from moto.kms import models as moto_kms
 
 from infra.template import Stack, load_template
 from testkit.callbacks import load_event, signed_event
@@ -39,6 +40,21 @@ for _name, _value in load_template()["Globals"]["Function"]["Environment"]["Vari
     if _name.startswith("POWERTOOLS_"):
         os.environ.setdefault(_name, str(_value))
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+# moto's KMS makes a fresh RSA-2048 key for the AWS-managed key behind the table's SSE in
+# every mock_aws world (~100 ms of CPU per test, a third of the unit tier). No test signs with
+# it, so each key spec is generated once and shared: a speed-up of the fake, not of our code.
+_moto_private_keys: dict[str, Any] = {}
+_generate_private_key = moto_kms.generate_private_key
+
+
+def _shared_private_key(key_spec: str) -> Any:
+    if key_spec not in _moto_private_keys:
+        _moto_private_keys[key_spec] = _generate_private_key(key_spec)
+    return _moto_private_keys[key_spec]
+
+
+moto_kms.generate_private_key = _shared_private_key
 
 # Hypothesis: `make unit` tries fewer examples per property so the suite stays fast; every
 # property still runs, and failures found are replayed from .hypothesis first.
