@@ -17,6 +17,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from infra.local.environment import function_environment
 from infra.template import NotApplicable, Stack, TemplateError
 
 
@@ -174,6 +175,17 @@ def test_function_environment_resolves_against_what_was_made(tmp_path: Path, ses
         == session.client("dynamodb").describe_table(TableName="videohook-Table")["Table"]["TableArn"]
     )
     assert stack.function_environment("Plain")["TABLE"] == "videohook-Table"
+
+
+def test_one_environment_for_all_functions_keeps_the_provider_key_without_a_conflict(session: Any) -> None:
+    # GIVEN template.yaml made with a provider API key: the ingest function sets its ARN empty
+    # (it never calls the provider), the other functions name the secret
+    stack = Stack.from_file({"ProviderApiKey": "k"}).create(session)
+    # WHEN the local stack merges the functions' variables into one environment
+    env, notes = function_environment(stack, {})
+    # THEN the secret is kept for the functions that use it, and nothing is reported as a conflict
+    assert env["PROVIDER_API_KEY_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
+    assert notes == []
 
 
 # --- making template.yaml's resources --------------------------------------------------
