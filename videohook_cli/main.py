@@ -346,6 +346,11 @@ def download(
     if path.exists() and not force:
         raise CliError(f"{path} exists: pass --force to replace it, or -o another path")
     partial = path.with_name(path.name + ".part")
+    try:
+        partial.open("wb").close()  # can it be written at all? before anything is fetched
+        partial.unlink()
+    except OSError as error:
+        raise CliError(f"cannot write {path}: {error.strerror or error}") from None
     digest, size = hashlib.sha256(), 0
     answer = where.http("GET", record["download_url"], stream=True)
     try:

@@ -9,6 +9,8 @@ a subprocess are in tests/integration/test_cli.py.
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -125,6 +127,31 @@ def test_a_local_url_without_a_scheme_is_named_as_a_bad_url(
         assert (
             err == f"videohook: --local takes the local API's URL, like http://127.0.0.1:3000; got '{url}'\n"
         )
+
+
+def test_a_local_url_that_is_not_a_videohook_stack_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN some other web server on loopback (it answers 404 with an HTML page)
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>File not found</body></html>")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        # WHEN a command is pointed at it
+        code, out, err = run(capsys, "tasks", "--local", url)
+    finally:
+        server.shutdown()
+    # THEN one line says it is not a videohook local stack (no HTML page in the message)
+    assert code == 1 and out == ""
+    assert err == f"videohook: {url} is not a videohook local stack (no /_local/stack)\n"
 
 
 def test_a_bad_videohook_local_is_named(
