@@ -142,7 +142,7 @@ def test_a_local_url_that_is_not_a_videohook_stack_is_named(capsys: pytest.Captu
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         # WHEN a command is pointed at it
