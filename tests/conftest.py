@@ -24,6 +24,7 @@ from moto import mock_aws
 
 from infra.template import Stack, load_template
 from testkit.callbacks import load_event, signed_event
+from testkit.lambda_context import LambdaContext
 from testkit.provider import FakeProvider
 from videohook import services
 
@@ -67,6 +68,11 @@ class AwsWorld:
 
     def output(self, logical: str) -> str:
         return self.stack.physical[logical]
+
+    def context(self, function: str) -> LambdaContext:
+        """Lambda's context for `function`, its remaining time counting down from the template's Timeout."""
+        timeout = int(self.stack.function_spec(function)["Timeout"])
+        return LambdaContext(function_name=function, timeout_seconds=timeout)
 
     @property
     def callback_token(self) -> str:
