@@ -25,15 +25,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from videohook.errors import AwsFault, ConfigError
 from videohook.lifecycle import TaskStatus
+from videohook.store import decode_image
 
 SOURCE = "videohook"
 DETAIL_TYPES = {
@@ -49,8 +48,6 @@ _BUS = re.compile(
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 _ID_NAMESPACE = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 MAX_TEXT_CHARS = 1000
-
-_deserializer = TypeDeserializer()
 
 
 class MalformedChange(ValueError):
@@ -92,23 +89,6 @@ def bus_name(env: Mapping[str, str]) -> str:
     if not _BUS.fullmatch(raw):
         raise ConfigError(f"EVENT_BUS_NAME must be an event bus name or ARN, got {raw[:60]!r}")
     return raw
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, set)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def decode_image(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A stream image (DynamoDB JSON) as plain values."""
-    if not image:
-        return None
-    return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
 
 
 def without_urls(text: str | None) -> str | None:
