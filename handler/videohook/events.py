@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,6 +33,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from videohook.errors import AwsFault, ConfigError
 from videohook.lifecycle import TaskStatus
 from videohook.store import decode_image
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 SOURCE = "videohook"
 DETAIL_TYPES = {
@@ -70,8 +74,8 @@ class TaskEvent:
     def event_id(self) -> str:
         return str(self.detail["event_id"])
 
-    def entry(self, bus_name: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {
+    def entry(self, bus_name: str) -> PutEventsRequestEntryTypeDef:
+        entry: PutEventsRequestEntryTypeDef = {
             "Source": SOURCE,
             "DetailType": self.detail_type,
             "Detail": json.dumps(self.detail, separators=(",", ":"), sort_keys=True),
@@ -197,7 +201,7 @@ def event_of_change(change: Mapping[str, Any]) -> TaskEvent | None:
 class EventPublisher:
     """PutEvents to one bus; raises AwsFault unless EventBridge took every entry."""
 
-    def __init__(self, client: Any, bus: str) -> None:
+    def __init__(self, client: EventBridgeClient, bus: str) -> None:
         self.client = client
         self.bus = bus
 
