@@ -100,17 +100,22 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
+def use_moto_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's dummy credentials and region, and no endpoint override: every client reaches mock_aws."""
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_DEV": "false",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
+    use_moto_credentials(monkeypatch)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_DEV", "false")
     from aws_lambda_powertools.utilities import parameters
 
     with mock_aws():
