@@ -52,7 +52,8 @@ def _path_pattern(rule: str) -> re.Pattern[str]:
 class HttpApi:
     """One API Gateway REST resolver with the shared answers; routes are added with get/post."""
 
-    def __init__(self, logger: Logger, *, on_error: Callable[[VideohookError], None] | None = None) -> None:
+    def __init__(self, logger: Logger, *, on_error: Callable[[int], None] | None = None) -> None:
+        """`on_error` is told the status of every error answer, an unexpected crash's 500 included."""
         self.app = APIGatewayRestResolver()
         self.logger = logger
         self.on_error = on_error
@@ -107,8 +108,7 @@ class HttpApi:
             "request refused",
             extra={"error_code": error.code, "status": error.status, "reason": error.message},
         )
-        if self.on_error is not None:
-            self.on_error(error)
+        self._answered_error(error.status)
         return json_response(error.status, error_body(error))
 
     def answer_route_miss(self, _: NotFoundError) -> Response[Any]:
@@ -125,4 +125,9 @@ class HttpApi:
 
     def answer_crash(self, error: Exception) -> Response[Any]:
         self.logger.exception("unexpected error")
+        self._answered_error(500)
         return json_response(500, {"error": "internal_error", "message": RETRY_LATER})
+
+    def _answered_error(self, status: int) -> None:
+        if self.on_error is not None:
+            self.on_error(status)

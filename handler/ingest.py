@@ -18,7 +18,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from http_adapter import HttpApi, json_response
 from videohook.callbacks import CallbackReceiver, CallbackRequest
-from videohook.errors import VideohookError
 from videohook.services import services
 
 logger = Logger()
@@ -30,8 +29,9 @@ def _count_callback(outcome: str) -> None:
     metrics.add_metric(name=f"Callbacks{outcome}", unit=MetricUnit.Count, value=1)
 
 
-def _count_refusal(error: VideohookError) -> None:
-    _count_callback("Refused" if error.status < 500 else "Faulted")
+def _count_refusal(status: int) -> None:
+    """Every error answer is counted, an unexpected crash's 500 too (the 5xx alarm watches Faulted)."""
+    _count_callback("Refused" if status < 500 else "Faulted")
 
 
 api = HttpApi(logger, on_error=_count_refusal)

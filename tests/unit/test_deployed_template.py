@@ -234,6 +234,38 @@ def test_the_sqs_event_source_keeps_batch_size_partial_failures_and_maximum_conc
     assert properties["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "TransferMaximumConcurrency"}}
 
 
+# --- alarms that watch what AWS reports -----------------------------------------------------
+
+
+def test_a_callback_answered_5xx_by_api_gateway_itself_is_alarmed_on() -> None:
+    # GIVEN the deployed stack, and the alarm on API Gateway's own 5xx count
+    resources = transformed()
+    alarms = [
+        a["Properties"]
+        for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == "AWS/ApiGateway"
+    ]
+    (alarm,) = [a for a in alarms if a["MetricName"] == "5XXError"]
+    dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    # THEN its dimensions are the ones API Gateway publishes per method for the callback
+    # route (a dimension that differs draws nothing and never fires): the API's name...
+    (api,) = of_type(resources, "AWS::ApiGateway::RestApi").values()
+    assert dimensions["ApiName"] == api["Properties"]["Name"]
+    # ...its stage, with per-method (detailed) metrics on for every route...
+    (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
+    assert dimensions["Stage"] == stage["Properties"]["StageName"]
+    assert any(
+        s["ResourcePath"] == "/*" and s["HttpMethod"] == "*" and s["MetricsEnabled"] is True
+        for s in stage["Properties"]["MethodSettings"]
+    )
+    # ...and the callback route's path and method
+    assert set(dimensions) == {"ApiName", "Stage", "Resource", "Method"}
+    assert dimensions["Resource"] == "/callbacks" and dimensions["Method"] == "POST"
+    assert "post" in api_paths(resources)[dimensions["Resource"]]
+    # AND it sends to the alarm topic
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
 # --- secrets out of traces and logs ---------------------------------------------------------
 
 
@@ -250,6 +282,19 @@ def test_the_api_stage_neither_traces_nor_logs_the_callback_token() -> None:
     used = set(re.findall(r"\$context\.([A-Za-z.]+[A-Za-z])", properties["AccessLogSetting"]["Format"]))
     assert used and used <= ACCESS_LOG_VARIABLES, used - ACCESS_LOG_VARIABLES
     json.loads(properties["AccessLogSetting"]["Format"])
+
+
+def test_the_api_has_one_stage_the_one_whose_settings_keep_the_token_out() -> None:
+    # GIVEN the API as SAM deploys it
+    resources = transformed()
+    # THEN its one deployment makes no stage of its own (SAM's "Stage" stage, which would
+    # serve every route again without the Prod stage's throttling and settings)
+    for name, deployment in of_type(resources, "AWS::ApiGateway::Deployment").items():
+        assert "StageName" not in deployment["Properties"], name
+    # AND the only stage is the configured one
+    (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["StageName"] == "Prod"
+    assert stage["Properties"]["MethodSettings"][0]["ThrottlingRateLimit"] > 0
 
 
 def test_the_functions_trace_themselves() -> None:

@@ -19,9 +19,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from jsonschema import ValidationError
 
+import ingest
 from infra.local.streams import filters_of, lambda_record, matches
 from testkit.lambda_context import LambdaContext
-from tests.conftest import AwsWorld, load_event
+from tests.conftest import AwsWorld, load_event, signed_callback
 from tests.event_schemas import check_event, validator
 from videohook import services
 from videohook.errors import ConfigError
@@ -165,6 +166,28 @@ def test_failures_are_announced_and_duplicates_are_not(bus: Bus) -> None:
     assert (transfer["task_id"], transfer["attempts"]) == ("xfer", 1)
     assert transfer["error"] == "the source answered 404 for https://cdn.example.com/..."
     assert "SECRET" not in json.dumps(events)
+
+
+def test_a_signed_url_without_its_scheme_in_the_providers_message_is_not_published(bus: Bus) -> None:
+    # GIVEN a failure callback whose message quotes the provider's signed link without a scheme,
+    # as a plain and as a URL-encoded query, posted through the ingest function
+    bus.aws.use_function("IngestFunction")
+    msg = (
+        "render failed for cdn.example.com/v/clip.mp4?X-Amz-Signature=SECRETSIG&X-Amz-Credential=AKIASECRET "
+        "(retry cdn.example.com%2Fv.mp4%3FSignature%3DSECRETSIG2)"
+    )
+    body = {"code": 501, "msg": msg, "data": {"task_id": "gen-schemeless"}}
+    event = signed_callback("callback_failure.json", token=bus.aws.callback_token, body=body)
+    assert ingest.lambda_handler(event, LambdaContext())["statusCode"] == 200
+    # WHEN the events function reads the stream
+    bus.aws.use_function("EventsFunction")
+    assert bus.run() == {"batchItemFailures": []}
+    # THEN the one event names the host and path, never the query that signs the link
+    (published,) = bus.received()
+    assert published["detail"]["provider_msg"] == (
+        "render failed for cdn.example.com/v/clip.mp4?... (retry cdn.example.com%2Fv.mp4?...)"
+    )
+    assert "SECRET" not in json.dumps(published)
 
 
 def test_every_delivery_of_one_change_has_the_same_event_id(bus: Bus) -> None:

@@ -14,7 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import ingest
+import transfer
 from infra.template import ROOT, load_template
+from testkit.lambda_context import LambdaContext
+from tests.conftest import AwsWorld, signed_callback
 
 NAMESPACE = "videohook"
 
@@ -163,3 +169,98 @@ def test_the_dashboard_draws_what_the_operations_page_promises() -> None:
         if not isinstance(row[0], dict) and row[:2] == ["AWS/Lambda", "Errors"]
     ]
     assert len(errors) == sum(spec["Type"] == "AWS::Serverless::Function" for spec in functions.values())
+
+
+# --- what the code really emits, as CloudWatch receives it --------------------------------------
+
+
+def emitted_documents(out: str) -> list[dict[str, Any]]:
+    """The embedded-metric-format documents printed on stdout (one JSON object a line)."""
+    documents = []
+    for line in out.splitlines():
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and "_aws" in document:
+            documents.append(document)
+    return documents
+
+
+def emitted_series(out: str) -> set[tuple[str, str, frozenset[tuple[str, str]]]]:
+    """(namespace, metric, dimensions) of every metric in the EMF documents on stdout."""
+    series = set()
+    for document in emitted_documents(out):
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for dimension_set in directive["Dimensions"]:
+                dimensions = frozenset((name, str(document[name])) for name in dimension_set)
+                for metric in directive["Metrics"]:
+                    series.add((directive["Namespace"], metric["Name"], dimensions))
+    return series
+
+
+def test_an_unexpected_crash_of_the_callback_counts_as_a_callback_fault(
+    aws: AwsWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the callback function, and a task record it cannot read (a status no code knows)
+    aws.use_function("IngestFunction")
+    event = signed_callback("callback_success.json", token=aws.callback_token)
+    task_id = json.loads(event["body"])["data"]["task_id"]
+    aws.client("dynamodb").put_item(
+        TableName=aws.output("TasksTable"), Item={"task_id": {"S": task_id}, "status": {"S": "UNHEARD_OF"}}
+    )
+    capsys.readouterr()
+    # WHEN the provider's callback arrives
+    answer = ingest.lambda_handler(event, LambdaContext())
+    # THEN it is answered 500 (so the provider retries) without details
+    assert answer["statusCode"] == 500 and json.loads(answer["body"])["error"] == "internal_error"
+    # AND the 5xx is counted as CallbacksFaulted, in the series the callback 5xx alarm watches
+    alarm = _alarms()["CallbackFaultsAlarm"]
+    watched = (
+        alarm["Namespace"],
+        alarm["MetricName"],
+        frozenset((d["Name"], d["Value"]) for d in alarm["Dimensions"]),
+    )
+    assert watched in emitted_series(capsys.readouterr().out)
+
+
+def test_the_dashboard_and_alarms_name_the_dimensions_powertools_emits(
+    aws: AwsWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the transfer function counting a failure, as deployed (its service and namespace)
+    aws.use_function("TransferFunction")
+
+    capsys.readouterr()
+    transfer.count_failure("link_expired")
+    transfer.metrics.flush_metrics()
+    series = emitted_series(capsys.readouterr().out)
+    # THEN the plain count carries exactly the `service` dimension, as every videohook row
+    # of the dashboard and every videohook alarm names it
+    service = frozenset(
+        {("service", aws.stack.function_environment("TransferFunction")["POWERTOOLS_SERVICE_NAME"])}
+    )
+    assert (NAMESPACE, "TransferFailures", service) in series
+    rows = [
+        row
+        for w in _dashboard()["widgets"]
+        for row in w["properties"]["metrics"]
+        if not isinstance(row[0], dict) and row[0] == NAMESPACE
+    ]
+    for row in rows:
+        names = [part for part in row[2:] if isinstance(part, str)]
+        assert frozenset(zip(names[::2], names[1::2], strict=True)) == service, row
+    for name, alarm in _alarms().items():
+        if alarm["Namespace"] == NAMESPACE:
+            assert frozenset((d["Name"], d["Value"]) for d in alarm["Dimensions"]) == service, name
+    # AND the by-reason count carries `reason` and `service`, the SEARCH schema's dimensions
+    (by_reason,) = [dims for ns, metric, dims in series if metric == "TransferFailuresByReason"]
+    assert ("reason", "link_expired") in by_reason
+    (expression,) = [
+        row[0]["expression"]
+        for w in _dashboard()["widgets"]
+        for row in w["properties"]["metrics"]
+        if isinstance(row[0], dict) and "TransferFailuresByReason" in row[0].get("expression", "")
+    ]
+    (schema,) = re.findall(r"\{([^}]+)\}", expression)
+    namespace, *dimension_names = [part.strip() for part in schema.split(",")]
+    assert namespace == NAMESPACE and set(dimension_names) == {name for name, _ in by_reason}

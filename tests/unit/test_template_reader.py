@@ -19,17 +19,12 @@ from moto import mock_aws
 
 from infra.local.environment import function_environment
 from infra.template import NotApplicable, Stack, TemplateError
+from tests.conftest import use_moto_credentials
 
 
 @pytest.fixture
 def session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    use_moto_credentials(monkeypatch)
     with mock_aws():
         yield boto3.session.Session(region_name="us-east-1")
 
