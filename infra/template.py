@@ -273,12 +273,6 @@ class Stack:
                 return properties
         raise KeyError(f"{name} has no SQS event")
 
-    def queue_name_of(self, queue_url: str) -> str:
-        for logical, url in self.physical.items():
-            if url == queue_url:
-                return logical
-        raise KeyError(queue_url)
-
     # --- making the resources --------------------------------------------------------------
 
     def create(self, session: Any, prefix: str = "videohook") -> Stack:

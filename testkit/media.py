@@ -16,7 +16,6 @@ import struct
 from collections.abc import Callable, Iterator
 
 from testkit.video_source import Generated, Video, repeat_block
-from videohook.mp4 import Mp4Checker
 
 # 64 KiB + 7 of pseudo-random bytes: parts and read chunks never line up with its period.
 BLOCK = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2049))[: 64 * 1024 + 7]
@@ -148,13 +147,3 @@ def make_video(name: str, size: int, seed: int, *, moov_last: bool | None = None
     """A named synthetic video; `moov_last` defaults to every other seed."""
     last = bool(seed % 2) if moov_last is None else moov_last
     return Video(name, synthetic_mp4(size, seed, moov_last=last))
-
-
-def is_valid_mp4(data: bytes) -> bool:
-    checker = Mp4Checker()
-    try:
-        checker.feed(data)
-        checker.finish()
-    except Exception:
-        return False
-    return True

@@ -25,6 +25,7 @@ from moto.kms import models as moto_kms
 
 from infra.template import Stack, load_template
 from testkit.callbacks import load_event, signed_event
+from testkit.lambda_context import LambdaContext
 from testkit.provider import FakeProvider
 from videohook import services
 
@@ -84,6 +85,11 @@ class AwsWorld:
     def output(self, logical: str) -> str:
         return self.stack.physical[logical]
 
+    def context(self, function: str) -> LambdaContext:
+        """Lambda's context for `function`, its remaining time counting down from the template's Timeout."""
+        timeout = int(self.stack.function_spec(function)["Timeout"])
+        return LambdaContext(function_name=function, timeout_seconds=timeout)
+
     @property
     def callback_token(self) -> str:
         arn = self.output("CallbackTokenSecret")
@@ -110,17 +116,22 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
+def use_moto_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's dummy credentials and region, and no endpoint override: every client reaches mock_aws."""
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_DEV": "false",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
+    use_moto_credentials(monkeypatch)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_DEV", "false")
     from aws_lambda_powertools.utilities import parameters
 
     with mock_aws():

@@ -128,6 +128,13 @@ def progress_text(record: dict[str, Any]) -> str:
     return "-"
 
 
+def status_name(value: str | None) -> str | None:
+    """A status as the API spells it; any case is accepted, the error names them as the API does."""
+    if value is None or value.upper() in STATUSES:
+        return None if value is None else value.upper()
+    raise click.BadParameter(f"{value!r} is not a status; one of {', '.join(STATUSES)}")
+
+
 def print_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True))
 
@@ -141,7 +148,10 @@ def task_path(task_id: str) -> str:
 
 @cli.command()
 @click.option(
-    "--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only tasks in this status."
+    "--status",
+    metavar="STATUS",
+    callback=lambda _ctx, _param, value: status_name(value),
+    help="Only tasks in this status: " + ", ".join(STATUSES) + " (any case).",
 )
 @click.option(
     "--limit", type=click.IntRange(1, 10_000), default=25, show_default=True, help="How many tasks."
@@ -213,7 +223,7 @@ SHOWN_FIELDS = [
 ]
 
 
-def print_record(record: dict[str, Any]) -> None:
+def print_record(record: dict[str, Any], where: Target) -> None:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -229,7 +239,9 @@ def print_record(record: dict[str, Any]) -> None:
     if record.get("status") == "TRANSFERRING":
         table.add_row("progress", progress_text(record))
     if record.get("download_url"):
-        table.add_row("download", "videohook download " + record["task_id"] + "  (link valid 15 min: --json)")
+        table.add_row(
+            "download", f"videohook download {record['task_id']} {where.flags}  (link valid 15 min: --json)"
+        )
     out.print(table)
 
 
@@ -239,11 +251,12 @@ def print_record(record: dict[str, Any]) -> None:
 @target_options
 def show(task_id: str, as_json: bool, local: str | None, stack: str | None, region: str | None) -> None:
     """One task's record."""
-    record = target(local, stack, region).json("GET", task_path(task_id))
+    where = target(local, stack, region)
+    record = where.json("GET", task_path(task_id))
     if as_json:
         print_json(record)
     else:
-        print_record(record)
+        print_record(record, where)
 
 
 def outcome_line(record: dict[str, Any]) -> str:
@@ -333,6 +346,11 @@ def download(
     if path.exists() and not force:
         raise CliError(f"{path} exists: pass --force to replace it, or -o another path")
     partial = path.with_name(path.name + ".part")
+    try:
+        partial.open("wb").close()  # can it be written at all? before anything is fetched
+        partial.unlink()
+    except OSError as error:
+        raise CliError(f"cannot write {path}: {error.strerror or error}") from None
     digest, size = hashlib.sha256(), 0
     answer = where.http("GET", record["download_url"], stream=True)
     try:
@@ -438,12 +456,13 @@ def submit(
 ) -> None:
     """Ask the provider for a video of TASK_ID's AUDIO_ID (POST /tasks), called back to this stack."""
     body = {"task_id": task_id, "audio_id": audio_id, "author": author, "domain_name": domain_name}
-    record = target(local, stack, region).json("POST", "/tasks", body={k: v for k, v in body.items() if v})
+    where = target(local, stack, region)
+    record = where.json("POST", "/tasks", body={k: v for k, v in body.items() if v})
     if as_json:
         print_json(record)
         return
-    print_record(record)
-    click.echo(f"follow it: videohook watch {record.get('task_id', task_id)}")
+    print_record(record, where)
+    click.echo(f"follow it: videohook watch {record.get('task_id', task_id)} {where.flags}")
 
 
 @cli.command("callback-url")
@@ -469,11 +488,15 @@ def redrive(local: str | None, stack: str | None, region: str | None) -> None:
 
 
 def normalise(args: list[str]) -> list[str]:
-    """A bare `--local` takes the default URL unless a URL follows (so `--local show ID` works)."""
+    """A bare `--local` takes the default URL unless a URL follows (so `--local show ID` works).
+
+    What follows is taken as the URL when it has a ':' (a scheme or a port): no command name
+    or task id has one, so `--local localhost:3000` is a URL to check, not a stray argument.
+    """
     fixed = []
     for i, arg in enumerate(args):
         following = args[i + 1] if i + 1 < len(args) else ""
-        if arg == "--local" and not following.startswith(("http://", "https://")):
+        if arg == "--local" and (following.startswith("-") or ":" not in following):
             fixed.append(f"--local={default_local_api(os.environ)}")
         else:
             fixed.append(arg)

@@ -14,6 +14,7 @@ Nothing here touches AWS before a target has been chosen (docs/cli.md).
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -68,8 +69,10 @@ def choose(local: str | None, stack: str | None, region: str | None, env: dict[s
                 "VIDEOHOOK_LOCAL and VIDEOHOOK_STACK are both set: unset one, or pass --local/--stack"
             )
         if env_local:
-            local = default_local_api(env) if env_local.lower() in ("1", "true", "yes", "on") else env_local
-        elif env_stack:
+            if env_local.lower() in ("1", "true", "yes", "on"):
+                return LocalTarget(default_local_api(env))
+            return LocalTarget(_check_api_url(env_local, "VIDEOHOOK_LOCAL"))
+        if env_stack:
             stack = env_stack
     if local is not None:
         if region:
@@ -80,10 +83,10 @@ def choose(local: str | None, stack: str | None, region: str | None, env: dict[s
     raise CliError(NO_TARGET)
 
 
-def _check_api_url(url: str) -> str:
+def _check_api_url(url: str, where: str = "--local") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise CliError(f"--local takes the local API's URL, like {DEFAULT_LOCAL_API}; got {url!r}")
+        raise CliError(f"{where} takes the local API's URL, like {DEFAULT_LOCAL_API}; got {url!r}")
     return url.rstrip("/")
 
 
@@ -122,6 +125,11 @@ class Target(ABC):
             raise CliError(f"{self.description} did not answer in time ({_origin(url)})") from None
 
     unreachable_hint = ""
+
+    @property
+    @abstractmethod
+    def flags(self) -> str:
+        """The target as options, for a command line the user may copy (`--local`, `--stack NAME`)."""
 
     def json(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         """Call a route and return its JSON; an error answer becomes one CliError line."""
@@ -183,6 +191,17 @@ class LocalTarget(Target):
         self.api_url = api_url
         self.description = f"the local stack at {api_url}"
 
+    def call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
+    ) -> requests.Response:
+        """Make sure a videohook local stack answers there first (once), then call the route."""
+        self.stack  # noqa: B018 - a server that is not a videohook stack is named as such, in one line
+        return super().call(method, path, params=params, body=body)
+
+    @property
+    def flags(self) -> str:
+        return "--local" if self.api_url == default_local_api(os.environ) else f"--local {self.api_url}"
+
     @cached_property
     def stack(self) -> dict[str, Any]:
         """The local stack's own description of itself (infra/local: GET /_local/stack)."""
@@ -220,6 +239,10 @@ class DeployedTarget(Target):
         self.stack_name = stack_name
         self.region = region
         self.description = f"stack {stack_name}" + (f" in {region}" if region else "")
+
+    @property
+    def flags(self) -> str:
+        return f"--stack {self.stack_name}" + (f" --region {self.region}" if self.region else "")
 
     @cached_property
     def session(self) -> Any:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
@@ -166,7 +166,7 @@ class _Stream:
                     extra={"offset": self.received, "error": type(exc).__name__},
                 )
 
-    def chunks(self, prefix_digest: Callable[[], bytes]) -> Any:
+    def chunks(self, prefix_digest: Callable[[], bytes]) -> Iterator[bytes]:
         """Yield the body's chunks, resuming after drops, until the source's end."""
         pending = b""
         while True:

@@ -25,15 +25,18 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from videohook.errors import AwsFault, ConfigError
 from videohook.lifecycle import TaskStatus
+from videohook.store import decode_image
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 SOURCE = "videohook"
 DETAIL_TYPES = {
@@ -52,8 +55,6 @@ _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 _QUERY = re.compile(r"(?<=[^\s?])(?:\?|%3[Ff])(?=[^\s\"'<>()\[\]]*?(?:=|%3[Dd]))[^\s\"'<>()\[\]]*")
 _ID_NAMESPACE = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 MAX_TEXT_CHARS = 1000
-
-_deserializer = TypeDeserializer()
 
 
 class MalformedChange(ValueError):
@@ -76,8 +77,8 @@ class TaskEvent:
     def event_id(self) -> str:
         return str(self.detail["event_id"])
 
-    def entry(self, bus_name: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {
+    def entry(self, bus_name: str) -> PutEventsRequestEntryTypeDef:
+        entry: PutEventsRequestEntryTypeDef = {
             "Source": SOURCE,
             "DetailType": self.detail_type,
             "Detail": json.dumps(self.detail, separators=(",", ":"), sort_keys=True),
@@ -95,23 +96,6 @@ def bus_name(env: Mapping[str, str]) -> str:
     if not _BUS.fullmatch(raw):
         raise ConfigError(f"EVENT_BUS_NAME must be an event bus name or ARN, got {raw[:60]!r}")
     return raw
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, set)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def decode_image(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A stream image (DynamoDB JSON) as plain values."""
-    if not image:
-        return None
-    return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
 
 
 def without_urls(text: str | None) -> str | None:
@@ -221,7 +205,7 @@ def event_of_change(change: Mapping[str, Any]) -> TaskEvent | None:
 class EventPublisher:
     """PutEvents to one bus; raises AwsFault unless EventBridge took every entry."""
 
-    def __init__(self, client: Any, bus: str) -> None:
+    def __init__(self, client: EventBridgeClient, bus: str) -> None:
         self.client = client
         self.bus = bus
 

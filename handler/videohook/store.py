@@ -66,14 +66,21 @@ _deserializer = TypeDeserializer()
 
 
 def _plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal; the record is served as JSON."""
+    """DynamoDB numbers come back as Decimal, and sets as sets; the record is served as JSON."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, set)):
         return [_plain(v) for v in value]
     return value
+
+
+def decode_image(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An item in DynamoDB JSON (a read's answer, a stream image) as plain values; None for none."""
+    if not image:
+        return None
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
 
 
 def _attribute(value: Any) -> AttributeValueTypeDef:
@@ -165,12 +172,6 @@ class TaskStore:
     def _key(task_id: str) -> dict[str, AttributeValueTypeDef]:
         return {"task_id": {"S": task_id}}
 
-    @staticmethod
-    def _decode(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if not image:
-            return None
-        return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
-
     def _update(
         self, task_id: str, change: Change, condition: str, values: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
@@ -199,14 +200,14 @@ class TaskStore:
                 )
         except ClientError:
             return None
-        return self._decode(answer.get("Attributes"))
+        return decode_image(answer.get("Attributes"))
 
     def _get(self, task_id: str) -> dict[str, Any] | None:
         with _faults("get_item"):
             answer = self.client.get_item(
                 TableName=self.table_name, Key=self._key(task_id), ConsistentRead=True
             )
-        return self._decode(answer.get("Item"))
+        return decode_image(answer.get("Item"))
 
     def _revised(self, task_id: str, item: dict[str, Any] | None, change: Change) -> dict[str, Any] | None:
         """Write only if nobody changed the task since `item` was read."""
@@ -223,7 +224,7 @@ class TaskStore:
         """One Query page of an index of the table, items decoded (listing.py)."""
         with _faults("query"):
             answer = self.client.query(TableName=self.table_name, **kwargs)
-        items = [self._decode(item) or {} for item in answer.get("Items", [])]
+        items = [decode_image(item) or {} for item in answer.get("Items", [])]
         return {**answer, "Items": items}
 
     # --- callbacks and submits -------------------------------------------------------------

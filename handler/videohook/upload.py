@@ -20,6 +20,7 @@ from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from aws_lambda_powertools import Logger
@@ -161,7 +162,9 @@ class MultipartUpload:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="upload")
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is not None:
             self.abort()
         elif self._pool is not None:

@@ -92,6 +92,14 @@ class Chromium:
             )
             self.send("Runtime.enable")
             self.send("Page.enable")
+            # The page gets the whole size asked for (a headless window keeps some for itself).
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except BaseException:
             self.__exit__()
             raise
@@ -161,6 +169,19 @@ class Chromium:
         raise BrowserError(f"timed out waiting for {what}")
 
     def screenshot(self, path: Path) -> None:
+        """The page as a picture: the window's width, and tall enough for the whole page."""
+        width, height = self.size
+        content = int(
+            self.evaluate("Math.ceil(document.documentElement.getBoundingClientRect().height)") or 0
+        )
+        if content > height:
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=content,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)["data"]
         path.write_bytes(base64.b64decode(data))
 
@@ -173,6 +194,7 @@ def video_state(task_id: str) -> str:
         const video = row.querySelector("video");
         return {{text: row.innerText, readyState: video ? video.readyState : -1,
                  duration: video ? video.duration : null, width: video ? video.videoWidth : null,
+                 networkState: video ? video.networkState : null,
                  src: video ? video.currentSrc : null, loaded: video ? video.dataset.loaded || null : null}};
     }})()"""
 
@@ -212,13 +234,15 @@ def shoot_console(path: Path) -> int:
         stack.post_callback("music-video-0004", slow, token=token, key=key)
         wait_for_task(stack.api, "music-video-0004", {"TRANSFERRING"})
         time.sleep(7)
-        with Chromium(chromium, width=1200, height=700) as browser:
+        with Chromium(chromium, width=1280, height=700) as browser:
             browser.open(f"{stack.api}/")
             for task_id in ("music-video-0001", "music-video-0002"):
+                # a first frame, and the player done loading (no spinner over the picture)
                 browser.wait_for(
-                    f"({video_state(task_id)} || {{}}).readyState >= 2", what=f"{task_id}'s player"
+                    f"(s => s && s.readyState >= 2 && s.networkState !== 2)({video_state(task_id)} || null)",
+                    what=f"{task_id}'s player",
                 )
-            time.sleep(0.5)
+            time.sleep(1)
             browser.screenshot(path)
     print(f"wrote {path}")
     return 0

@@ -72,7 +72,9 @@ def function_environment(stack: Stack, user_env: Mapping[str, str]) -> tuple[dic
     All functions run in one process and so share `os.environ`; the template gives them
     nearly the same variables (the ingest function's secret ARNs, the transfer function's
     part size), so the union is set once. A variable two functions set differently would
-    be a problem: it is reported, and the last function's value is kept.
+    be a problem: it is reported, and the last function's value is kept. A function that sets
+    a variable empty only turns it off for itself (the ingest function's provider key, which
+    it never uses): that is no conflict, and the value the other functions need is kept.
     """
     raw = _function_variables(stack)
     merged: dict[str, str] = {}
@@ -80,6 +82,9 @@ def function_environment(stack: Stack, user_env: Mapping[str, str]) -> tuple[dic
     for function in stack.functions():
         for name, value in stack.function_environment(function).items():
             if name in merged and merged[name] != value:
+                if value == "" or merged[name] == "":
+                    merged[name] = value or merged[name]
+                    continue
                 notes.append(f"{name} differs between functions; {function}'s value is used")
             merged[name] = value
     for name in merged:

@@ -183,6 +183,10 @@ def test_download_saves_the_video_with_the_source_sha256(local: Cli, stored: str
     assert sha256_of(target) == origin.sha256
     # AND an existing file is not replaced without --force
     assert "exists: pass --force" in one_line_error(local("download", stored))
+    # AND a path that cannot be written is named in one line, with nothing fetched or left
+    assert one_line_error(local("download", stored, "-o", "no-such-dir/v.mp4")) == (
+        "videohook: cannot write no-such-dir/v.mp4: No such file or directory"
+    )
 
 
 def test_download_with_a_sha256_mismatch_exits_non_zero_and_keeps_nothing(

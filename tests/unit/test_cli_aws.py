@@ -9,6 +9,8 @@ a subprocess are in tests/integration/test_cli.py.
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from tests.conftest import HMAC_KEY, AwsWorld
 from videohook import services
 from videohook.models import Callback
 from videohook_cli.main import main, normalise
-from videohook_cli.target import DeployedTarget
+from videohook_cli.target import DeployedTarget, choose
 
 COMMANDS = [
     ["tasks"],
@@ -110,6 +112,77 @@ def test_a_bare_local_takes_the_default_url_even_before_an_argument(monkeypatch:
         "http://127.0.0.1:4000",
         "tasks",
     ]
+
+
+def test_a_local_url_without_a_scheme_is_named_as_a_bad_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a --local URL with a port but no scheme, or with another scheme
+    monkeypatch.delenv("VIDEOHOOK_LOCAL", raising=False)
+    for url in ("localhost:3000", "ftp://127.0.0.1:3000"):
+        # WHEN a command runs against it
+        code, out, err = run(capsys, "tasks", "--local", url)
+        # THEN one line says what --local takes (not "unexpected extra argument"), before any request
+        assert code == 1 and out == ""
+        assert (
+            err == f"videohook: --local takes the local API's URL, like http://127.0.0.1:3000; got '{url}'\n"
+        )
+
+
+def test_a_local_url_that_is_not_a_videohook_stack_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN some other web server on loopback (it answers 404 with an HTML page)
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>File not found</body></html>")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        # WHEN a command is pointed at it
+        code, out, err = run(capsys, "tasks", "--local", url)
+    finally:
+        server.shutdown()
+    # THEN one line says it is not a videohook local stack (no HTML page in the message)
+    assert code == 1 and out == ""
+    assert err == f"videohook: {url} is not a videohook local stack (no /_local/stack)\n"
+
+
+def test_a_bad_videohook_local_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIDEOHOOK_LOCAL", "localhost:3000")
+    code, _, err = run(capsys, "tasks")
+    assert code == 1
+    assert (
+        err
+        == "videohook: VIDEOHOOK_LOCAL takes the local API's URL, like http://127.0.0.1:3000; got 'localhost:3000'\n"
+    )
+
+
+def test_a_bad_status_names_the_statuses_as_the_api_spells_them(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "tasks", "--status", "done", "--local")
+    assert code == 2 and out == ""
+    assert err == (
+        "videohook: Invalid value for '--status': 'done' is not a status; one of SUBMITTED, RECEIVED, "
+        "TRANSFERRING, STORED, GENERATION_FAILED, TRANSFER_FAILED (see videohook tasks --help)\n"
+    )
+
+
+def test_hints_to_copy_carry_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN each kind of target
+    monkeypatch.delenv("API_PORT", raising=False)
+    # THEN the options a printed command line needs name it, so the line works when pasted
+    assert choose("http://127.0.0.1:3000", None, None, {}).flags == "--local"
+    assert choose("http://127.0.0.1:4000/", None, None, {}).flags == "--local http://127.0.0.1:4000"
+    assert choose(None, "vh", "eu-west-1", {}).flags == "--stack vh --region eu-west-1"
+    assert choose(None, None, None, {"VIDEOHOOK_STACK": "vh"}).flags == "--stack vh"
 
 
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:

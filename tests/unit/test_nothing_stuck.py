@@ -9,7 +9,6 @@ Most run with and without a provider API key: recovery must not depend on the pr
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Iterator
@@ -23,8 +22,10 @@ import ingest
 import reconcile
 import tasks
 import transfer
+from testkit.clock import Clock
 from testkit.lambda_context import LambdaContext
 from testkit.provider import RECORD_INFO_PATH, FakeProvider
+from testkit.sqs import sqs_event
 from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, load_event, signed_callback
 from videohook import services
@@ -34,23 +35,6 @@ VIDEO = (FIXTURES / "faststart.mp4").read_bytes()
 API_KEY = "test-provider-key-0123456789abcdef"
 AFTER = 300  # RECONCILE_AFTER_SECONDS as the template sets it
 DAY = 86_400
-
-
-class Clock:
-    """The stores' `time.time`, moved by the test."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class DeployedContext(LambdaContext):
-    """The reconcile function's real budget (55 s timeout)."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 55_000
 
 
 @dataclass
@@ -134,18 +118,7 @@ class Rig:
         messages = self.aws.queued_messages()
         assert messages, "nothing queued to deliver"
         self.use("TransferFunction")
-        template = load_event("transfer_message.json")["Records"][0]
-        records = []
-        for message in messages:
-            record = copy.deepcopy(template)
-            record.update(
-                messageId=message["MessageId"],
-                receiptHandle=message["ReceiptHandle"],
-                body=message["Body"],
-                md5OfBody=message["MD5OfBody"],
-            )
-            records.append(record)
-        return transfer.lambda_handler({"Records": records}, LambdaContext())
+        return transfer.lambda_handler(sqs_event(messages), LambdaContext())
 
     def purge(self) -> None:
         """The transfer queue's messages are lost (an operator purged it, a redrive failed half-way)."""
@@ -438,7 +411,7 @@ def test_hundreds_of_lost_messages_are_recovered_in_one_run(aws: AwsWorld, capsy
             store.client.batch_write_item(RequestItems={store.table_name: batch})
         # WHEN one reconcile run with the deployed budget goes through them
         started = time.monotonic()
-        report = rig.reconcile(start + AFTER + 1, DeployedContext())
+        report = rig.reconcile(start + AFTER + 1, aws.context("ReconcileFunction"))
         elapsed = time.monotonic() - started
     print(f"\nreconcile recovering 100 lost messages: {elapsed:.2f} s")
     # THEN every one is queued again exactly once, through the index, well inside the deadline

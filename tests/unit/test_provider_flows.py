@@ -8,7 +8,6 @@ sample events of `events/`, against a template-built stack on moto, a `FakeProvi
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -23,8 +22,10 @@ import ingest
 import reconcile
 import tasks
 import transfer
+from testkit.clock import Clock
 from testkit.lambda_context import LambdaContext
 from testkit.provider import GENERATE_PATH, RECORD_INFO_PATH, FakeProvider
+from testkit.sqs import sqs_event
 from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, answer_json, load_event, signed_callback
 from videohook import services
@@ -51,23 +52,6 @@ def fp(provider_server: FakeProvider) -> FakeProvider:
 def videos() -> Iterator[VideoServer]:
     with VideoServer() as server:
         yield server
-
-
-class Clock:
-    """A settable stand-in for the store's `time.time` (TaskStore binds its clock at construction)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class DeployedContext(LambdaContext):
-    """The reconcile function's real budget: 55 s timeout, so a 45 s run deadline."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 55_000
 
 
 def use(aws: AwsWorld, fp: FakeProvider, function: str, **overrides: str) -> services.Services:
@@ -106,22 +90,6 @@ def post_callback(aws: AwsWorld, task_id: str, video_url: str) -> tuple[int, dic
 
 def run_reconcile(context: LambdaContext | None = None) -> dict:
     return reconcile.lambda_handler(load_event("reconcile_schedule.json"), context or LambdaContext())
-
-
-def sqs_event(messages: list[dict]) -> dict:
-    """Messages received from the moto queue, shaped as Lambda's SQS event source delivers them."""
-    template = load_event("transfer_message.json")["Records"][0]
-    records = []
-    for message in messages:
-        record = copy.deepcopy(template)
-        record.update(
-            messageId=message["MessageId"],
-            receiptHandle=message["ReceiptHandle"],
-            body=message["Body"],
-            md5OfBody=message["MD5OfBody"],
-        )
-        records.append(record)
-    return {"Records": records}
 
 
 def run_transfer(messages: list[dict]) -> dict:
@@ -751,7 +719,7 @@ def test_hundreds_of_due_tasks_are_polled_once_each_without_a_scan(aws: AwsWorld
         ids = bulk_due_tasks(svc, DUE_TASKS, "bulk")
         # WHEN one reconcile run with the deployed budget (55 s timeout) goes through them
         started = time.monotonic()
-        report = run_reconcile(DeployedContext())
+        report = run_reconcile(aws.context("ReconcileFunction"))
         elapsed = time.monotonic() - started
     finally:
         events.unregister("before-call.dynamodb.Scan", refuse_scan)

@@ -8,7 +8,6 @@ duplicates and replays" is the contract.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -21,6 +20,7 @@ import tasks
 import transfer
 from testkit.lambda_context import LambdaContext
 from testkit.provider import RECORD_INFO_PATH, FakeProvider
+from testkit.sqs import sqs_event
 from testkit.video_source import VideoServer
 from tests.conftest import FIXTURES, AwsWorld, answer_json, load_event, signed_callback
 from videohook import services
@@ -57,18 +57,7 @@ def deliver_queued(aws: AwsWorld, **env: str) -> dict:
     messages = aws.queued_messages()
     assert messages, "nothing queued to deliver"
     aws.use_function("TransferFunction", VIDEO_SOURCE_ALLOW_PRIVATE="true", **env)
-    template = load_event("transfer_message.json")["Records"][0]
-    records = []
-    for message in messages:
-        record = copy.deepcopy(template)
-        record.update(
-            messageId=message["MessageId"],
-            receiptHandle=message["ReceiptHandle"],
-            body=message["Body"],
-            md5OfBody=message["MD5OfBody"],
-        )
-        records.append(record)
-    return transfer.lambda_handler({"Records": records}, LambdaContext())
+    return transfer.lambda_handler(sqs_event(messages), LambdaContext())
 
 
 def task(task_id: str = TASK) -> dict:

@@ -17,18 +17,14 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from infra.local.environment import function_environment
 from infra.template import NotApplicable, Stack, TemplateError
+from tests.conftest import use_moto_credentials
 
 
 @pytest.fixture
 def session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    use_moto_credentials(monkeypatch)
     with mock_aws():
         yield boto3.session.Session(region_name="us-east-1")
 
@@ -174,6 +170,17 @@ def test_function_environment_resolves_against_what_was_made(tmp_path: Path, ses
         == session.client("dynamodb").describe_table(TableName="videohook-Table")["Table"]["TableArn"]
     )
     assert stack.function_environment("Plain")["TABLE"] == "videohook-Table"
+
+
+def test_one_environment_for_all_functions_keeps_the_provider_key_without_a_conflict(session: Any) -> None:
+    # GIVEN template.yaml made with a provider API key: the ingest function sets its ARN empty
+    # (it never calls the provider), the other functions name the secret
+    stack = Stack.from_file({"ProviderApiKey": "k"}).create(session)
+    # WHEN the local stack merges the functions' variables into one environment
+    env, notes = function_environment(stack, {})
+    # THEN the secret is kept for the functions that use it, and nothing is reported as a conflict
+    assert env["PROVIDER_API_KEY_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
+    assert notes == []
 
 
 # --- making template.yaml's resources --------------------------------------------------
