@@ -33,6 +33,7 @@ from botocore.credentials import Credentials
 
 from infra.local.harness import StackProcess, free_port
 from infra.template import ROOT, load_template
+from testkit.cli import EVERY_COMMAND
 from testkit.video_source import Video, VideoServer
 from tests.unit.test_cli_aws import sigv4_verifies
 
@@ -474,16 +475,7 @@ class Recorder:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-COMMANDS = [
-    ["tasks"],
-    ["show", "t1"],
-    ["watch", "t1"],
-    ["download", "t1"],
-    ["send-callback", "t1", "https://cdn.example.com/v.mp4"],
-    ["submit", "t1", "a1"],
-    ["callback-url"],
-    ["redrive"],
-]
+COMMANDS = EVERY_COMMAND
 
 
 def test_with_no_target_every_command_refuses_in_one_line_and_calls_no_aws(workdir: Path) -> None:

@@ -19,22 +19,14 @@ from botocore.awsrequest import AWSRequest
 from botocore.client import BaseClient
 from botocore.credentials import Credentials
 
+from testkit.cli import EVERY_COMMAND
 from tests.conftest import HMAC_KEY, AwsWorld
 from videohook import services
 from videohook.models import Callback
-from videohook_cli.main import main, normalise
+from videohook_cli.main import cli, main, normalise
 from videohook_cli.target import DeployedTarget, choose
 
-COMMANDS = [
-    ["tasks"],
-    ["show", "t1"],
-    ["watch", "t1"],
-    ["download", "t1"],
-    ["send-callback", "t1", "https://cdn.example.com/v.mp4"],
-    ["submit", "t1", "a1"],
-    ["callback-url"],
-    ["redrive"],
-]
+COMMANDS = EVERY_COMMAND
 API_BASE = "https://abc123.execute-api.us-east-1.amazonaws.com/Prod"
 
 
@@ -294,3 +286,8 @@ def test_no_command_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
         "redrive",
     ):
         assert f"\n  {command} " in out
+
+
+def test_the_shared_sample_calls_cover_every_command() -> None:
+    # GIVEN the command group WHEN its commands are listed THEN testkit samples each one once
+    assert sorted(c[0] for c in EVERY_COMMAND) == sorted(cli.commands)
