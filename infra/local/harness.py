@@ -6,12 +6,15 @@ does: `python -m infra.local.serve` in its own process, reached over HTTP only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import requests
@@ -125,6 +128,30 @@ class StackProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def booted_stack(
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    timeout: float = 30,
+    factory: type[StackProcess] = StackProcess,
+) -> Iterator[StackProcess]:
+    """A local stack booted with `env`, its output in `log_path`, stopped with SIGTERM after.
+
+    A stack that never gets healthy raises with the tail of its log, where the reason is.
+    """
+    with open(log_path, "wb") as log:
+        stack = factory(env, output=log)
+        try:
+            stack.boot(timeout=timeout)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}\n{log_path.read_text(errors='replace')[-3000:]}") from None
+        try:
+            yield stack
+        finally:
+            stack.stop(signal.SIGTERM)
 
 
 def wait_for_task(api: str, task_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ import pytest
 import requests
 from botocore.credentials import Credentials
 
-from infra.local.harness import StackProcess, free_port
+from infra.local.harness import StackProcess, booted_stack, free_port
 from infra.template import ROOT, load_template
 from testkit.cli import EVERY_COMMAND
 from testkit.video_source import Video, VideoServer
@@ -124,14 +123,8 @@ def origin(videos: VideoServer) -> Video:
 
 def boot(workdir: Path, name: str, **env: str) -> Iterator[StackProcess]:
     base = {"CALLBACK_TOKEN": TOKEN, "WEBHOOK_HMAC_KEYS": HMAC_KEY, "VIDEO_SOURCE_ALLOW_PRIVATE": "true"}
-    with open(workdir / f"{name}.log", "wb") as log:
-        running = StackProcess({**base, **env}, output=log)
-        try:
-            running.boot(timeout=30)
-        except RuntimeError as error:
-            raise AssertionError(f"{error}\n{(workdir / f'{name}.log').read_text()[-3000:]}") from None
+    with booted_stack({**base, **env}, workdir / f"{name}.log") as running:
         yield running
-        running.stop(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ Skipped only where no chromium is installed (.ci/run installs it).
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from infra.local.browser import Chromium, find_chromium, video_state
-from infra.local.harness import StackProcess, wait_for_task
+from infra.local.harness import StackProcess, booted_stack, wait_for_task
 from infra.template import ROOT
 from testkit.video_source import VideoServer
 from tests.integration.test_cli import NEEDS_LIST
@@ -37,11 +36,8 @@ FIXTURES = ROOT / "tests" / "fixtures"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
     log_path = tmp_path_factory.mktemp("console") / "stack.log"
     env = {"CALLBACK_TOKEN": TOKEN, "WEBHOOK_HMAC_KEYS": KEY, "VIDEO_SOURCE_ALLOW_PRIVATE": "true"}
-    with open(log_path, "wb") as log:
-        running = StackProcess(env, output=log)
-        running.boot(timeout=30)
+    with booted_stack(env, log_path) as running:
         yield running
-        running.stop(signal.SIGTERM)
 
 
 @NEEDS_LIST

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from infra.local.harness import StackProcess, wait_for_task
+from infra.local.harness import StackProcess, booted_stack, wait_for_task
 from infra.template import ROOT
 from testkit.aws import endpoint_client
 from testkit.callbacks import callback_body, post_callback
@@ -95,25 +94,17 @@ class Inbox:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_path = tmp_path_factory.mktemp("events-stack") / "serve.log"
-    with open(log_path, "wb") as out:
-        running = Stack(
-            {
-                "WEBHOOK_HMAC_KEYS": HMAC_KEY,
-                "CALLBACK_TOKEN": TOKEN,
-                "VIDEO_SOURCE_ALLOW_PRIVATE": "true",
-                "LOCAL_RETRY_SECONDS": "1",
-                "LOCAL_STREAM_RETRY_SECONDS": "1",
-                "LOCAL_FAULTS": "true",
-            },
-            output=out,
-        )
+    env = {
+        "WEBHOOK_HMAC_KEYS": HMAC_KEY,
+        "CALLBACK_TOKEN": TOKEN,
+        "VIDEO_SOURCE_ALLOW_PRIVATE": "true",
+        "LOCAL_RETRY_SECONDS": "1",
+        "LOCAL_STREAM_RETRY_SECONDS": "1",
+        "LOCAL_FAULTS": "true",
+    }
+    with booted_stack(env, log_path, factory=Stack) as running:
         running.log_path = log_path
-        try:
-            running.boot(timeout=30)
-        except RuntimeError as error:
-            raise AssertionError(f"{error}\n{log_path.read_text(errors='replace')[-3000:]}") from None
         yield running
-        running.stop(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
