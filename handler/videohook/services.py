@@ -36,6 +36,9 @@ def services() -> Services:
     """Build once per container; a bad configuration fails here with one line naming it."""
     try:
         settings = get_settings()
+        # Every function reads and writes tasks and may queue a transfer (docs/configuration.md).
+        _required("TASKS_TABLE", settings.tasks_table)
+        _required("TRANSFER_QUEUE_URL", settings.transfer_queue_url)
     except ConfigError as error:
         logger.error(f"bad configuration: {error.message}")
         raise
@@ -50,6 +53,12 @@ def services() -> Services:
         queue=TransferQueue(settings.transfer_queue_url, aws.client("sqs")),
         s3=aws.client("s3"),
     )
+
+
+def _required(name: str, value: str) -> None:
+    """A resource name the template always sets: empty means the function is misdeployed."""
+    if not value.strip():
+        raise ConfigError(f"{name} is not set: it names a resource of the stack")
 
 
 def provider_client() -> ProviderClient | None:
@@ -74,6 +83,11 @@ def transfer_service() -> TransferService:
 
     svc = services()
     settings = svc.settings
+    try:
+        _required("VIDEOS_BUCKET", settings.videos_bucket)
+    except ConfigError as error:
+        logger.error(f"bad configuration: {error.message}")
+        raise
     copier = VideoCopier(
         svc.s3,
         settings.videos_bucket,

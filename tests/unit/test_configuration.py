@@ -69,3 +69,19 @@ def test_a_callback_under_a_url_in_hosts_allowed_answers_500_not_a_400_that_lose
     assert answer_json(answer)["error"] == "bad_configuration"
     messages = [json.loads(line)["message"] for line in log_lines]
     assert [m for m in messages if m.startswith("bad configuration: VIDEO_HOSTS_ALLOWED ")]
+
+
+@pytest.mark.parametrize("variable", ["TASKS_TABLE", "TRANSFER_QUEUE_URL"])
+def test_a_missing_resource_name_fails_in_one_line_naming_it(
+    aws: AwsWorld, log_lines: list[str], variable: str
+) -> None:
+    # GIVEN the ingest function deployed without one of the resource names the template sets
+    aws.use_function("IngestFunction", **{variable: ""})
+    # WHEN the provider posts a callback
+    answer = ingest.lambda_handler(
+        signed_callback("callback_success.json", token=aws.callback_token), LambdaContext()
+    )
+    # THEN it answers 500 (the provider retries) and logs one line naming the variable
+    assert (answer["statusCode"], answer_json(answer)["error"]) == (500, "bad_configuration")
+    messages = [json.loads(line)["message"] for line in log_lines]
+    assert f"bad configuration: {variable} is not set: it names a resource of the stack" in messages
