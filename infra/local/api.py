@@ -124,6 +124,18 @@ class LocalApi:
                 return route, {k: unquote(v) for k, v in found.groupdict().items()}
         return None
 
+    def route_miss(self, method: str, path: str) -> tuple[int, dict[str, list[str]], bytes]:
+        """A path or method no route declares: 405 with `Allow` where the path exists with other
+        methods, else 404 (docs/api.md: never API Gateway's bare 403; the template maps that
+        one to the same 404)."""
+        allowed = sorted({route.method for route in self.routes if route.pattern.match(path)})
+        if allowed:
+            body = {"error": "method_not_allowed", "message": "this path does not take this method"}
+            headers = {"Content-Type": ["application/json"], "Allow": [", ".join(allowed)]}
+            return 405, headers, json.dumps(body).encode()
+        body = {"error": "not_found", "message": "no such resource"}
+        return 404, {"Content-Type": ["application/json"]}, json.dumps(body).encode()
+
     def event(
         self,
         route: Route,
@@ -219,8 +231,7 @@ class LocalApi:
             return 200, {"Content-Type": [content_type], "Cache-Control": ["no-store"]}, data, "local"
         found = self.match(method, path)
         if found is None:
-            # What API Gateway answers for a path or method that no resource declares.
-            return (*_gateway_error(403, "Missing Authentication Token"), "gateway")
+            return (*self.route_miss(method, path), "gateway")
         route, params = found
         event = self.event(route, params, method, path, url.query, headers, body, source_ip)
         try:

@@ -241,10 +241,16 @@ def test_reconcile_finds_a_task_whose_callback_never_came(
     assert record["sha256"] == origin.sha256
 
 
-def test_routes_the_template_does_not_declare_answer_like_api_gateway(stack: Running) -> None:
-    for method, path in [("GET", "/callbacks"), ("GET", "/nowhere"), ("DELETE", "/tasks/x")]:
+def test_routes_the_template_does_not_declare_answer_404_or_405(stack: Running) -> None:
+    # GIVEN paths no route declares, and declared paths with a method they do not take
+    for method, path in [("GET", "/nowhere"), ("POST", "/Prod/nowhere/deeper"), ("GET", "/tasks/a/b")]:
+        # WHEN they are called THEN the answer is 404 not_found, never a 403 or a 500
         answer = requests.request(method, f"{stack.api}{path}", timeout=5)
-        assert answer.status_code == 403 and answer.json() == {"message": "Missing Authentication Token"}
+        assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), (method, path)
+    for method, path, allow in [("GET", "/callbacks", "POST"), ("DELETE", "/tasks/x", "GET")]:
+        answer = requests.request(method, f"{stack.api}{path}", timeout=5)
+        assert (answer.status_code, answer.json()["error"]) == (405, "method_not_allowed"), (method, path)
+        assert answer.headers["Allow"] == allow
     assert requests.get(f"{stack.api}/tasks/unknown-task", timeout=5).status_code == 404
 
 

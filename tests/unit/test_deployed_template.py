@@ -337,3 +337,13 @@ def test_dependencies_come_from_one_layer_and_each_function_carries_only_our_cod
                 or template["Globals"]["Function"]["CodeUri"]
             )
             assert not (ROOT / code / "requirements.txt").exists(), name
+
+
+def test_a_route_miss_at_the_gateway_answers_404_not_found_not_a_bare_403() -> None:
+    # GIVEN the API as SAM deploys it (gateway responses live in its OpenAPI body)
+    body = transformed()["VideohookApi"]["Properties"]["Body"]
+    # WHEN API Gateway meets a path or method no route declares (its MISSING_AUTHENTICATION_TOKEN)
+    miss = body["x-amazon-apigateway-gateway-responses"]["MISSING_AUTHENTICATION_TOKEN"]
+    # THEN it answers 404 with the machine code the functions give a route miss
+    assert miss["statusCode"] == "404"
+    assert json.loads(miss["responseTemplates"]["application/json"])["error"] == "not_found"
