@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna
+
 from videohook.errors import SourceRefused
 
 MAX_URL_LENGTH = 2048
@@ -184,6 +186,21 @@ def is_host_pattern(raw: str) -> bool:
     return 0 < len(pattern) <= 253 and bool(_HOSTNAME_RE.match(pattern))
 
 
+def _ascii_host(host: str) -> str:
+    """An internationalised host name in its IDNA (ASCII) form, the one that is resolved and sent.
+
+    Why: a player fetches "bücher.example" as "xn--bcher-kva.example", and so does the HTTP
+    client (the same IDNA 2008 + UTS 46 mapping), so every check judges the name actually used;
+    the mapping also folds look-alike dots ("127。0。0。1") before the IP-literal check.
+    """
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        raise SourceRefused("video URL host is not a valid internationalised host name") from None
+
+
 def check_host(host: str, policy: SourcePolicy) -> str:
     """Check a bare host (no brackets) by the DNS-free rules; return it normalised.
 
@@ -191,7 +208,7 @@ def check_host(host: str, policy: SourcePolicy) -> str:
     and urllib3 parse a URL cannot smuggle a host past the allow-list: the guard checks the
     host urllib3 actually connects to.
     """
-    host = host.lower()
+    host = _ascii_host(host).lower()
     if host.endswith("."):
         host = host[:-1]
     if not host:

@@ -418,6 +418,10 @@ def test_table_is_large_enough() -> None:
             "example.com",
         ),
         ("https://x.test/" + "a" * (2048 - len("https://x.test/")), PROD, "x.test"),
+        # An internationalised name is a host name: checked (and allow-listed) in its ASCII form.
+        ("https://bücher.example/v.mp4", PROD, "xn--bcher-kva.example"),
+        ("https://BÜCHER.example.com/v.mp4", WILD, "xn--bcher-kva.example.com"),
+        ("https://xn--bcher-kva.example/v.mp4", PROD, "xn--bcher-kva.example"),
     ],
 )
 def test_acceptable_urls_pass_check_url(url: str, policy: SourcePolicy, host: str) -> None:
@@ -620,6 +624,17 @@ def test_named_host_resolves_once_through_the_injected_resolver(server: Loopback
         assert response.content == VIDEO
     assert resolver.calls == ["video.test"]
     assert server.seen[0][1]["Host"] == f"video.test:{server.port}"
+
+
+def test_an_internationalised_host_is_fetched_by_its_ascii_name(server: LoopbackServer) -> None:
+    # GIVEN a video URL whose host is an internationalised domain name
+    session, resolver = dev_session("xn--bcher-kva.test")
+    # WHEN the fetcher opens it
+    with session, session.open(server.url("/video", "bücher.test")) as response:
+        # THEN the video comes back, the name resolved and sent in its IDNA (ASCII) form
+        assert response.content == VIDEO
+    assert resolver.calls == ["xn--bcher-kva.test"]
+    assert server.seen[0][1]["Host"] == f"xn--bcher-kva.test:{server.port}"
 
 
 @pytest.mark.parametrize("hops", [1, 3])
