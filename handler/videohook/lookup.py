@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from videohook.errors import NotFound
 from videohook.lifecycle import TaskStatus, public_record
-from videohook.models import check_task_id
+from videohook.models import TASK_ID_PATTERN
 from videohook.store import TaskStore
 
 if TYPE_CHECKING:
@@ -16,7 +16,8 @@ DOWNLOAD_URL_SECONDS = 15 * 60
 
 
 def task_view(store: TaskStore, s3: S3Client, task_id: str) -> dict[str, Any]:
-    item = store.get(check_task_id(task_id))
+    """The public record; 404 for an unknown task, an id no task can have included (docs/api.md)."""
+    item = store.get(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
     if item is None:
         raise NotFound("no task with this id", code="task_not_found")
     record = public_record(item)

@@ -451,11 +451,16 @@ def test_get_stored_task_has_a_presigned_download_url(world: AwsWorld) -> None:
     assert body["width"] == 320 and body["duration_seconds"] == 4.0
 
 
-def test_get_task_with_a_bad_id_answers_400(world: AwsWorld) -> None:
+@pytest.mark.parametrize("task_id", ["bad id!", "-leading-dash", "a" * 129])
+def test_get_task_with_an_id_no_task_can_have_answers_404(world: AwsWorld, task_id: str) -> None:
+    # GIVEN an id outside the task id pattern (so no task can have it)
     event = load_event("get_task.json")
-    event["path"] = "/tasks/bad id!"
-    event["pathParameters"] = {"task_id": "bad id!"}
-    assert invoke_tasks(event)[0] == 400
+    event["path"] = f"/tasks/{task_id}"
+    event["pathParameters"] = {"task_id": task_id}
+    # WHEN it is looked up
+    status, body = invoke_tasks(event)
+    # THEN it is an unknown task: 404, as for any other unknown id
+    assert (status, body["error"]) == (404, "task_not_found")
 
 
 def test_a_text_body_holding_a_lone_surrogate_answers_400(world: AwsWorld) -> None:
