@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import boto3
 import pytest
+from moto import mock_aws
 
 import ingest
+from infra.local.serve import StartError, create_local_bus
 from testkit.lambda_context import LambdaContext
 from tests.conftest import AwsWorld, answer_json, signed_callback
 from tests.log_capture import captured_log_lines
@@ -85,3 +88,27 @@ def test_a_missing_resource_name_fails_in_one_line_naming_it(
     assert (answer["statusCode"], answer_json(answer)["error"]) == (500, "bad_configuration")
     messages = [json.loads(line)["message"] for line in log_lines]
     assert f"bad configuration: {variable} is not set: it names a resource of the stack" in messages
+
+
+@pytest.mark.parametrize("bus", ["bad/name", "has space", "x" * 300])
+def test_a_bus_name_the_local_stack_cannot_make_fails_in_one_line_naming_it(bus: str) -> None:
+    # GIVEN the local stack about to make the EVENT_BUS_NAME bus on its embedded endpoint
+    with mock_aws():
+        events = boto3.client("events", region_name="us-east-1")
+        # WHEN the name is one EventBridge refuses (or no bus name at all)
+        with pytest.raises(StartError) as info:
+            create_local_bus(events, {"EVENT_BUS_NAME": bus})
+    # THEN start-up fails with one line naming the variable, not a traceback from the SDK
+    message = str(info.value)
+    assert message.startswith("bad configuration: EVENT_BUS_NAME ") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("bus", "made"), [("", []), ("default", []), ("videohook-events", ["videohook-events"])]
+)
+def test_a_good_bus_name_is_made_locally_unless_it_is_the_default(bus: str, made: list[str]) -> None:
+    with mock_aws():
+        events = boto3.client("events", region_name="us-east-1")
+        create_local_bus(events, {"EVENT_BUS_NAME": bus})
+        names = [b["Name"] for b in events.list_event_buses()["EventBuses"] if b["Name"] != "default"]
+    assert names == made
