@@ -110,3 +110,25 @@ def secret_overrides(stack: Stack, env: Mapping[str, str], user_env: Mapping[str
         ):
             overrides[arn] = user_env[plain]
     return overrides
+
+
+def create_local_bus(events: Any, env: Mapping[str, str]) -> None:
+    """Make the EVENT_BUS_NAME bus on the embedded endpoint, so that rules can be put on it.
+
+    Deployed, the bus is the owner's (the default one unless named). A name that is no bus name,
+    or one EventBridge refuses to make, is bad configuration: ConfigError, one line naming the
+    variable.
+    """
+    from botocore.exceptions import ClientError
+
+    from videohook.errors import ConfigError
+    from videohook.events import DEFAULT_BUS, bus_name
+
+    bus = bus_name(env)
+    if bus == DEFAULT_BUS or bus.startswith("arn:"):
+        return
+    try:
+        events.create_event_bus(Name=bus)
+    except ClientError as error:
+        reason = " ".join(str(error.response.get("Error", {}).get("Message", "refused")).split())
+        raise ConfigError(f"EVENT_BUS_NAME {bus[:60]!r} cannot be made as an event bus: {reason}") from None

@@ -55,6 +55,7 @@ import boto3
 from infra.local import logs
 from infra.local.api import ApiServer, LocalApi, routes_of
 from infra.local.environment import (
+    create_local_bus,
     function_environment,
     names_resource,
     secret_overrides,
@@ -206,32 +207,6 @@ class EmbeddedAws:
         self.thread.join(STOP_TIMEOUT_SECONDS)
 
 
-def create_local_bus(events: Any, env: dict[str, str]) -> None:
-    """Make the EVENT_BUS_NAME bus on the embedded endpoint, so that rules can be put on it.
-
-    Deployed, the bus is the owner's (the default one unless named). A name that is no bus name,
-    or one EventBridge refuses to make, is bad configuration: one line naming the variable.
-    """
-    from botocore.exceptions import ClientError
-
-    from videohook.errors import ConfigError
-    from videohook.events import DEFAULT_BUS, bus_name
-
-    try:
-        bus = bus_name(env)
-    except ConfigError as error:
-        raise StartError(f"bad configuration: {error.message}") from None
-    if bus == DEFAULT_BUS or bus.startswith("arn:"):
-        return
-    try:
-        events.create_event_bus(Name=bus)
-    except ClientError as error:
-        reason = " ".join(str(error.response.get("Error", {}).get("Message", "refused")).split())
-        raise StartError(
-            f"bad configuration: EVENT_BUS_NAME {bus[:60]!r} cannot be made as an event bus: {reason}"
-        ) from None
-
-
 class LocalStack:
     """Everything `make serve` runs, started and stopped in order."""
 
@@ -321,7 +296,12 @@ class LocalStack:
         for arn, value in secret_overrides(self.stack, env, self.user_env).items():
             secrets.put_secret_value(SecretId=arn, SecretString=value)
         os.environ.update(env)
-        create_local_bus(session.client("events"), env)
+        from videohook.errors import ConfigError
+
+        try:
+            create_local_bus(session.client("events"), env)
+        except ConfigError as error:
+            raise StartError(f"bad configuration: {error.message}") from None
         self.outputs = self._outputs()
         self.resources_ready = True
 
