@@ -143,7 +143,7 @@ def test_well_framed_requests_still_share_one_connection(server: ApiServer) -> N
         + b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     answer, _, closed = exchange(server, requests_in_a_row)
-    # THEN all three are answered in order: the two undeclared routes (404 not_found), then health
+    # THEN all three are answered in order: the two undeclared routes 404 (docs/api.md), then health
     assert closed
     statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert statuses == [404, 404, 200]
