@@ -347,13 +347,7 @@ class Stack:
                 Bucket=bucket, VersioningConfiguration=props.take("VersioningConfiguration")
             )
         if props.has("BucketEncryption"):
-            encryption = props.nested("BucketEncryption")
-            rules = [
-                _encryption_rule(encryption.nested("ServerSideEncryptionConfiguration", i))
-                for i in range(len(encryption.values.get("ServerSideEncryptionConfiguration", [])))
-            ]
-            encryption.take("ServerSideEncryptionConfiguration")
-            encryption.finish()
+            rules = _rules(props, "BucketEncryption", "ServerSideEncryptionConfiguration", _encryption_rule)
             client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
         if props.has("PublicAccessBlockConfiguration"):
             client.put_public_access_block(
@@ -364,13 +358,7 @@ class Stack:
                 Bucket=bucket, OwnershipControls=props.take("OwnershipControls")
             )
         if props.has("LifecycleConfiguration"):
-            lifecycle = props.nested("LifecycleConfiguration")
-            rules = [
-                _lifecycle_rule(lifecycle.nested("Rules", i))
-                for i in range(len(lifecycle.values.get("Rules", [])))
-            ]
-            lifecycle.take("Rules")
-            lifecycle.finish()
+            rules = _rules(props, "LifecycleConfiguration", "Rules", _lifecycle_rule)
             client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
         if props.has("Tags"):
             client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": props.take("Tags")})
@@ -554,6 +542,17 @@ def _generate_secret(client: Any, spec: _Properties) -> str:
     if template is None or key is None:
         raise spec.refuse("GenerateStringKey", "SecretStringTemplate and GenerateStringKey go together")
     return json.dumps({**json.loads(template), key: password})
+
+
+def _rules(
+    props: _Properties, key: str, list_key: str, rule: Callable[[_Properties], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The API form of each rule in `props[key][list_key]`; anything else under `key` is refused."""
+    holder = props.nested(key)
+    rules = [rule(holder.nested(list_key, i)) for i in range(len(holder.values.get(list_key, [])))]
+    holder.take(list_key)
+    holder.finish()
+    return rules
 
 
 def _encryption_rule(rule: _Properties) -> dict[str, Any]:

@@ -46,20 +46,6 @@ def may_move(source: TaskStatus | None, target: TaskStatus) -> bool:
     return source == target or target in MOVES[source]
 
 
-# Attributes that steer the machinery and are not part of the public record.
-INTERNAL_FIELDS = frozenset(
-    {
-        "revision",
-        "lease_owner",
-        "lease_expires",
-        "transfer_queued",
-        "poll_partition",
-        "poll_due",
-        "requeues",
-        "seen_timestamps",
-        "list_partition",
-    }
-)
 # The archive list's index key (listing.py): a constant every write that sets `updated_at`
 # also sets, so the `by-updated` index holds every task, ordered by its last change.
 LIST_PARTITION_ATTRIBUTE = "list_partition"
@@ -70,6 +56,18 @@ LIST_PARTITION = "tasks"
 POLL_PARTITION = "due"
 POLL_FIELDS = frozenset({"poll_partition", "poll_due"})
 LEASE_FIELDS = frozenset({"lease_owner", "lease_expires"})
+# Attributes that steer the machinery and are not part of the public record.
+INTERNAL_FIELDS = (
+    POLL_FIELDS
+    | LEASE_FIELDS
+    | {
+        LIST_PARTITION_ATTRIBUTE,
+        "revision",
+        "transfer_queued",
+        "requeues",
+        "seen_timestamps",
+    }
+)
 
 # --- due times: when the reconcile job looks at a task that is not final -------------------
 

@@ -95,20 +95,14 @@ def update_expression(change: Change) -> tuple[str, dict[str, str], dict[str, An
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
     parts = []
-    if change.sets:
-        clauses = []
-        for i, (name, value) in enumerate(change.sets.items()):
-            names[f"#s{i}"] = name
-            values[f":s{i}"] = value
-            clauses.append(f"#s{i} = :s{i}")
-        parts.append("SET " + ", ".join(clauses))
-    if change.adds:
-        clauses = []
-        for i, (name, amount) in enumerate(change.adds.items()):
-            names[f"#a{i}"] = name
-            values[f":a{i}"] = amount
-            clauses.append(f"#a{i} :a{i}")
-        parts.append("ADD " + ", ".join(clauses))
+    for action, tag, separator, fields in (("SET", "s", " = ", change.sets), ("ADD", "a", " ", change.adds)):
+        if fields:
+            for i, (name, value) in enumerate(fields.items()):
+                names[f"#{tag}{i}"] = name
+                values[f":{tag}{i}"] = value
+            parts.append(
+                f"{action} " + ", ".join(f"#{tag}{i}{separator}:{tag}{i}" for i in range(len(fields)))
+            )
     removes = sorted(change.removes - set(change.sets))
     if removes:
         for i, name in enumerate(removes):
